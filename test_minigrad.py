@@ -1,0 +1,1365 @@
+"""The behaviour of minigrad, as a specification: every op's derivative, the autodiff engine, the error
+messages, the layers, the optimizers and the training loop (issues 2 and 3).
+
+Derivatives are checked with minigrad.gradcheck (central differences in float64); convolution and
+pooling also against plain-loop reference implementations written out below."""
+import contextlib
+import math
+import re
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import Tensor, gradcheck
+
+NUMPY_MESSAGES = ("operands could not be broadcast", "cannot reshape array", "mismatch in its core dimension")
+
+
+# ---- helpers ----
+
+def signed(shape, seed=0):
+    """Random values in [-1, 1), float64."""
+    return np.random.default_rng(seed).uniform(-1.0, 1.0, shape)
+
+
+def positive(shape, seed=0):
+    """Random values in [0.5, 2), float64: safe for /, log and fractional powers."""
+    return np.random.default_rng(seed).uniform(0.5, 2.0, shape)
+
+
+def distinct(shape, seed=0):
+    """Values in (-1, 1), all different and at least 2/size apart, never 0: no ties for max, no kink for relu."""
+    size = int(np.prod(shape))
+    return ((np.random.default_rng(seed).permutation(size) + 0.25) / size * 2 - 1).reshape(shape)
+
+
+def assert_mentions(message, *fragments):
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} is not in the message {message!r}"
+
+
+def displayed_messages(error):
+    """The messages Python shows for an error: its own and those of the exceptions chained to it."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return messages
+
+
+@contextlib.contextmanager
+def strict_floats():
+    """Any warning, overflow, division by zero or invalid operation (NaN) becomes an error. Underflow stays
+    allowed: e^-20000 rounding to 0 is the correct float result, not a numerical problem."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="raise", divide="raise", invalid="raise"):
+            yield
+
+
+def blobs(n, seed, classes=4):
+    """n points around `classes` well-separated centres in 2-D: a problem an MLP solves almost perfectly."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[3.0, 3.0], [-3.0, 3.0], [-3.0, -3.0], [3.0, -3.0]])[:classes]
+    y = rng.integers(0, classes, n)
+    X = (centres[y] + 0.8 * rng.standard_normal((n, 2))).astype(np.float32)
+    return X, y
+
+
+def mlp(dropout=0.0):
+    layers = [mg.Linear(2, 16), mg.ReLU()] + ([mg.Dropout(dropout)] if dropout else []) + [mg.Linear(16, 4)]
+    return mg.Sequential(*layers)
+
+
+# ---- gradcheck itself: every derivative test below relies on it catching mistakes ----
+
+def test_gradcheck_catches_a_wrong_derivative_and_names_the_input_element_and_both_values():
+    def product_with_wrong_derivative(a, b):  # d(a^2 b)/db is a^2, here claimed to be a
+        return Tensor.from_op(a.data ** 2 * b.data, (a, b), lambda g: (g * 2 * a.data * b.data, g * a.data))
+
+    with pytest.raises(AssertionError, match="input 1") as info:
+        gradcheck(product_with_wrong_derivative, np.array([3.0]), np.array([2.0]))
+    message = str(info.value)
+    assert_mentions(message, "(0,)")
+    assert re.search(r"\b3\b", message) and re.search(r"\b9\b", message)  # backward's a = 3, the true a^2 = 9
+
+
+def test_gradcheck_accepts_a_correct_derivative():
+    assert gradcheck(lambda a: a * a, np.array([3.0, -1.0]))
+
+
+# ---- Tensor basics and dtype rules ----
+
+@pytest.mark.parametrize("data", [[1, 2, 3], [[1.5, 2.5]], 3, 2.5, np.arange(3), np.arange(3, dtype=np.int32)],
+                         ids=["int list", "float list", "int", "float", "int64 array", "int32 array"])
+def test_lists_numbers_and_integer_arrays_become_float32(data):
+    t = Tensor(data)
+    assert t.dtype == np.float32
+    np.testing.assert_array_equal(t.data, np.asarray(data, dtype=np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_floating_arrays_keep_their_dtype(dtype):
+    assert Tensor(np.ones((2, 3), dtype=dtype)).dtype == dtype
+
+
+def test_dtype_argument_overrides_the_default():
+    assert Tensor([1, 2], dtype=np.float64).dtype == np.float64
+
+
+def test_tensor_accessors_shape_ndim_item_numpy_detach():
+    t = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    assert t.shape == (2, 3) and t.ndim == 2
+    assert isinstance(t.numpy(), np.ndarray) and t.numpy().shape == (2, 3)
+    assert Tensor([4.5]).item() == 4.5 and isinstance(Tensor([4.5]).item(), float)
+    detached = (t * 2).detach()
+    assert not detached.requires_grad
+    np.testing.assert_array_equal(detached.data, t.data * 2)
+    assert "Tensor(" in repr(t) and len(repr(Tensor(np.zeros(10_000)))) < 300
+
+
+def test_float64_tensors_stay_float64_with_float32_operands_and_python_numbers():
+    t = Tensor(positive((2, 3)), requires_grad=True)
+    out = (t * np.ones(3, dtype=np.float32) + 0.5) / 3 - np.float32(1.0)
+    assert out.dtype == np.float64
+    out.sum().backward()
+    assert t.grad.dtype == np.float64
+
+
+F64_3x3 = positive((3, 3), seed=7)  # a float64 numpy operand, to check that it does not make float32 float64
+
+FLOAT32_CASES = {
+    "t + 0.5": lambda t: t + 0.5,
+    "0.5 - t": lambda t: 0.5 - t,
+    "t * 0.1": lambda t: t * 0.1,
+    "2.0 / t": lambda t: 2.0 / t,
+    "t * float64 array": lambda t: t * F64_3x3,
+    "float64 array - t": lambda t: F64_3x3 - t,
+    "float64 array / t": lambda t: F64_3x3 / t,
+    "t ** 2.5": lambda t: t ** 2.5,
+    "-t": lambda t: -t,
+    "t @ float64 array": lambda t: t @ F64_3x3,
+    "float64 array @ t": lambda t: F64_3x3 @ t,
+    "sum": lambda t: t.sum(axis=0),
+    "mean": lambda t: t.mean(axis=1),
+    "max": lambda t: t.max(axis=0, keepdims=True),
+    "reshape": lambda t: t.reshape(-1),
+    "transpose": lambda t: t.T,
+    "getitem": lambda t: t[[0, 0, 2], 1:],
+    "exp": Tensor.exp,
+    "log": Tensor.log,
+    "relu": Tensor.relu,
+    "tanh": Tensor.tanh,
+    "sigmoid": Tensor.sigmoid,
+    "softmax": lambda t: t.softmax(axis=0),
+    "log_softmax": Tensor.log_softmax,
+    "linear of a float64 array": lambda t: mg.linear(F64_3x3, t, t[0]),
+    "conv2d": lambda t: mg.conv2d(t.reshape(1, 1, 3, 3), t[:2, :2].reshape(1, 1, 2, 2), t[0, :1], padding=1),
+    "max_pool2d": lambda t: mg.max_pool2d(t.reshape(1, 1, 3, 3), 2, stride=1),
+    "cross_entropy": lambda t: mg.cross_entropy(t, np.array([0, 2, 1])),
+    "mse_loss with a float64 target": lambda t: mg.mse_loss(t, F64_3x3),
+    "Dropout": lambda t: mg.Dropout(0.5)(t),
+}
+
+
+@pytest.mark.parametrize("name", FLOAT32_CASES)
+def test_float32_stays_float32_through_the_op_and_its_gradient(name):
+    t = Tensor(positive((3, 3)).astype(np.float32), requires_grad=True)
+    out = FLOAT32_CASES[name](t)
+    assert out.dtype == np.float32
+    loss = (out * out).sum()
+    assert loss.dtype == np.float32
+    loss.backward()
+    loss.backward()  # accumulating a float64 gradient into .grad would make it float64
+    assert t.grad.dtype == np.float32 and t.grad.shape == (3, 3)
+
+
+# ---- the engine: backward ----
+
+def test_grad_is_none_until_backward_reaches_it_then_has_the_datas_shape_and_dtype():
+    a = Tensor(np.ones((1, 3), dtype=np.float32), requires_grad=True)
+    b = Tensor(np.ones((2, 3), dtype=np.float32), requires_grad=True)
+    unused = Tensor([1.0], requires_grad=True)
+    constant = Tensor(np.ones((2, 3)))
+    loss = (a * b + constant).sum()
+    assert a.grad is None and b.grad is None
+    loss.backward()
+    assert a.grad.shape == (1, 3) and a.grad.dtype == np.float32
+    assert b.grad.shape == (2, 3) and b.grad.dtype == np.float32
+    assert unused.grad is None and constant.grad is None
+
+
+def test_a_node_used_several_times_receives_the_sum_of_its_paths():
+    x = Tensor([3.0], requires_grad=True)
+    (x * x + x).backward()
+    np.testing.assert_allclose(x.grad, [2 * 3.0 + 1])
+
+
+def test_a_reused_intermediate_node_receives_the_sum_of_its_paths():
+    x = Tensor([3.0], requires_grad=True)
+    a = x * 2  # b = a + a^2, db/dx = (1 + 2a) * 2 = (1 + 12) * 2
+    (a + a * a).backward()
+    np.testing.assert_allclose(x.grad, [26.0])
+
+
+def test_gradients_accumulate_when_the_same_graph_is_walked_twice():
+    x = Tensor([1.0, -2.0], requires_grad=True)
+    loss = (x * x).sum()
+    loss.backward()
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * (2 * np.array([1.0, -2.0])))
+
+
+def test_gradients_accumulate_across_two_separate_forward_passes():
+    x = Tensor([1.0, -2.0], requires_grad=True)
+    (x * x).sum().backward()
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * np.array([1.0, -2.0]) + 3)
+
+
+def test_a_chain_of_10000_ops_backpropagates_without_recursion_error():
+    x = Tensor(np.array([1.0]), requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    y.backward()
+    np.testing.assert_allclose(x.grad, [1.0001 ** 10_000], rtol=1e-9)
+
+
+def test_backward_on_a_non_scalar_output_without_grad_is_a_clear_error():
+    y = Tensor(np.ones((2, 3)), requires_grad=True) * 2
+    with pytest.raises(ValueError, match="grad") as info:
+        y.backward()
+    assert_mentions(str(info.value), "backward", "(2, 3)")
+
+
+def test_backward_on_a_one_element_output_needs_no_grad():
+    x = Tensor([[2.0]], requires_grad=True)
+    (x * 5).backward()
+    np.testing.assert_allclose(x.grad, [[5.0]])
+
+
+@pytest.mark.parametrize("wrap", [np.asarray, Tensor], ids=["ndarray", "Tensor"])
+def test_backward_accepts_an_explicit_grad_as_array_or_tensor(wrap):
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    (x * 3).backward(wrap(np.array([1.0, 10.0])))
+    np.testing.assert_allclose(x.grad, [3.0, 30.0])
+
+
+def test_backward_grad_of_the_wrong_shape_raises_shape_error_naming_both_shapes():
+    y = Tensor(np.ones((2, 3)), requires_grad=True) * 2
+    with pytest.raises(mg.ShapeError, match=re.escape("(3, 2)")) as info:
+        y.backward(np.ones((3, 2)))
+    assert_mentions(str(info.value), "backward", "(2, 3)")
+    assert issubclass(mg.ShapeError, ValueError)
+
+
+def test_backward_on_a_tensor_that_does_not_require_grad_is_an_error():
+    with pytest.raises(RuntimeError, match="grad"):
+        (Tensor([1.0]) * 2).backward()
+
+
+# ---- no_grad ----
+
+def test_no_grad_records_no_graph_and_results_do_not_require_grad():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    with mg.no_grad():
+        y = (x * 2).exp().sum()
+    assert not y.requires_grad
+    with pytest.raises(RuntimeError):
+        y.backward()
+    assert x.grad is None
+    assert (x * 2).requires_grad  # recording is back on after the block
+
+
+def test_no_grad_nests_and_restores_the_state_of_the_enclosing_block():
+    x = Tensor([1.0], requires_grad=True)
+    with mg.no_grad():
+        with mg.no_grad():
+            pass
+        assert not (x * 2).requires_grad
+    assert (x * 2).requires_grad
+
+
+def test_no_grad_restores_recording_after_an_exception():
+    x = Tensor([1.0], requires_grad=True)
+    with pytest.raises(ZeroDivisionError):
+        with mg.no_grad():
+            1 / 0
+    assert (x * 2).requires_grad
+
+
+# ---- elementwise arithmetic with broadcasting ----
+
+BINARY_OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b,
+              "mul": lambda a, b: a * b, "div": lambda a, b: a / b}
+NUMPY_BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+BROADCAST_PAIRS = [((2, 3), (2, 3)), ((3, 1, 4), (2, 4)), ((2, 4), (3, 1, 4)), ((5,), (3, 5)), ((3, 5), (5,)),
+                   ((), (2, 3)), ((2, 3), ()), ((2, 1), (1, 3)), ((1,), (4,)), ((2, 1, 3), (2, 4, 1))]
+
+
+@pytest.mark.parametrize("shape_a, shape_b", BROADCAST_PAIRS, ids=str)
+@pytest.mark.parametrize("op", BINARY_OPS)
+def test_elementwise_op_gradcheck_with_broadcasting(op, shape_a, shape_b):
+    a, b = signed(shape_a, seed=1), positive(shape_b, seed=2)
+    np.testing.assert_allclose(BINARY_OPS[op](Tensor(a), Tensor(b)).data, NUMPY_BINARY[op](a, b))
+    assert gradcheck(BINARY_OPS[op], a, b)
+
+
+@pytest.mark.parametrize("shape_a, shape_b", BROADCAST_PAIRS, ids=str)
+def test_gradient_of_a_broadcast_operand_has_the_operands_own_shape(shape_a, shape_b):
+    a, b = Tensor(signed(shape_a), requires_grad=True), Tensor(positive(shape_b), requires_grad=True)
+    (a * b).sum().backward()
+    assert a.grad.shape == shape_a and b.grad.shape == shape_b
+    # d(sum(a * b))/da is b summed over the axes a was stretched along
+    expected = np.broadcast_to(b.data, np.broadcast_shapes(shape_a, shape_b))
+    expected = expected.sum(axis=tuple(range(expected.ndim - len(shape_a))))
+    np.testing.assert_allclose(a.grad, expected.sum(axis=tuple(i for i, n in enumerate(shape_a) if n == 1),
+                                                    keepdims=True).reshape(shape_a))
+
+
+NUMBER_OPERANDS = [
+    pytest.param(lambda t: t + 2, lambda x: x + 2, id="t + 2"),
+    pytest.param(lambda t: 2 + t, lambda x: 2 + x, id="2 + t"),
+    pytest.param(lambda t: t - 2, lambda x: x - 2, id="t - 2"),
+    pytest.param(lambda t: 2 - t, lambda x: 2 - x, id="2 - t"),
+    pytest.param(lambda t: t * 3, lambda x: x * 3, id="t * 3"),
+    pytest.param(lambda t: 3.5 * t, lambda x: 3.5 * x, id="3.5 * t"),
+    pytest.param(lambda t: t / 4, lambda x: x / 4, id="t / 4"),
+    pytest.param(lambda t: 1 / t, lambda x: 1 / x, id="1 / t"),
+]
+
+
+@pytest.mark.parametrize("fn, reference", NUMBER_OPERANDS)
+def test_python_numbers_work_on_either_side(fn, reference):
+    x = positive((2, 3))
+    np.testing.assert_allclose(fn(Tensor(x)).data, reference(x))
+    assert gradcheck(fn, x)
+
+
+A23, A5, A42, A32 = positive((2, 3), 3), positive((5,), 4), signed((4, 2), 5), signed((3, 2), 6)
+ARRAY_OPERANDS = [
+    pytest.param(lambda t: t + A23, lambda x: x + A23, id="t + arr"),
+    pytest.param(lambda t: A23 + t, lambda x: A23 + x, id="arr + t"),
+    pytest.param(lambda t: t - A23, lambda x: x - A23, id="t - arr"),
+    pytest.param(lambda t: A23 - t, lambda x: A23 - x, id="arr - t"),
+    pytest.param(lambda t: t * A23, lambda x: x * A23, id="t * arr"),
+    pytest.param(lambda t: A23 * t, lambda x: A23 * x, id="arr * t"),
+    pytest.param(lambda t: t / A23, lambda x: x / A23, id="t / arr"),
+    pytest.param(lambda t: A23 / t, lambda x: A23 / x, id="arr / t"),
+    pytest.param(lambda t: t @ A32, lambda x: x @ A32, id="t @ arr"),
+    pytest.param(lambda t: A42 @ t, lambda x: A42 @ x, id="arr @ t"),
+    pytest.param(lambda t: A5 / t.reshape(6, 1)[:5], lambda x: A5 / x.reshape(6, 1)[:5], id="arr / t broadcast"),
+]
+
+
+@pytest.mark.parametrize("fn, reference", ARRAY_OPERANDS)
+def test_numpy_array_operands_work_on_either_side(fn, reference):
+    x = positive((2, 3))
+    out = fn(Tensor(x))
+    assert isinstance(out, Tensor)
+    np.testing.assert_allclose(out.data, reference(x))
+    assert gradcheck(fn, x)
+
+
+@pytest.mark.parametrize("exponent", [2, 3, -1, 0.5, 2.5, -1.5, 0])
+def test_power_with_a_number_exponent_gradcheck(exponent):
+    x = positive((2, 3))
+    np.testing.assert_allclose((Tensor(x) ** exponent).data, x ** exponent)
+    assert gradcheck(lambda t: t ** exponent, x)
+
+
+@pytest.mark.parametrize("exponent", [2, 3])
+def test_power_with_an_integer_exponent_works_for_negative_bases(exponent):
+    assert gradcheck(lambda t: t ** exponent, signed((2, 3)))
+
+
+def test_power_derivative_by_hand():
+    a = Tensor([3.0], requires_grad=True)
+    (a ** 3).backward()
+    np.testing.assert_allclose(a.grad, [3 * 3.0 ** 2])
+
+
+def test_negation_gradcheck():
+    assert gradcheck(lambda t: -t, signed((2, 3)))
+    np.testing.assert_array_equal((-Tensor([1.0, -2.0])).data, [-1.0, 2.0])
+
+
+# ---- matmul ----
+
+MATMUL_SHAPES = [((2, 3), (3, 4)), ((1, 3), (3, 1)), ((4, 2, 3), (3, 2)), ((2, 3, 2, 3), (3, 4)),
+                 ((2, 2, 3), (2, 3, 4)), ((2, 1, 2, 3), (3, 3, 2)), ((2, 3), (2, 3, 4))]
+
+
+@pytest.mark.parametrize("shape_a, shape_b", MATMUL_SHAPES, ids=str)
+def test_matmul_gradcheck_2d_and_batched(shape_a, shape_b):
+    a, b = signed(shape_a, 1), signed(shape_b, 2)
+    np.testing.assert_allclose((Tensor(a) @ Tensor(b)).data, a @ b)
+    assert gradcheck(lambda x, w: x @ w, a, b)
+
+
+def test_matmul_derivative_by_hand():
+    a, b = Tensor([[1.0, 2.0]], requires_grad=True), Tensor([[3.0], [4.0]], requires_grad=True)
+    (a @ b).backward()
+    np.testing.assert_allclose(a.grad, [[3.0, 4.0]])  # g b^T
+    np.testing.assert_allclose(b.grad, [[1.0], [2.0]])  # a^T g
+
+
+# ---- reductions ----
+
+AXES = [None, 0, 1, 2, -1, -2, (0, 2), (1, -1), (0, 1, 2)]
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("axis", AXES, ids=str)
+@pytest.mark.parametrize("reduction", ["sum", "mean", "max"])
+def test_reduction_values_shapes_and_gradcheck(reduction, axis, keepdims):
+    x = distinct((2, 3, 4))
+    out = getattr(Tensor(x), reduction)(axis=axis, keepdims=keepdims)
+    expected = getattr(np, reduction)(x, axis=axis, keepdims=keepdims)
+    assert out.shape == expected.shape
+    np.testing.assert_allclose(out.data, expected)
+    assert gradcheck(lambda t: getattr(t, reduction)(axis=axis, keepdims=keepdims), x)
+
+
+def test_max_sends_the_gradient_only_to_the_maxima():
+    x = Tensor([[1.0, 5.0, 3.0], [4.0, 2.0, 0.0]], requires_grad=True)
+    x.max(axis=1).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 1, 0], [1, 0, 0]])
+
+
+def test_max_with_a_tie_gives_the_gradient_to_the_tied_maxima_only():
+    x = Tensor([[2.0, 1.0, 2.0]], requires_grad=True)
+    x.max().backward()
+    assert x.grad[0, 1] == 0 and x.grad[0, 0] >= 0 and x.grad[0, 2] >= 0
+    np.testing.assert_allclose(x.grad.sum(), 1.0)
+
+
+def test_mean_derivative_by_hand():
+    x = Tensor([2.0, 4.0, 6.0, 8.0], requires_grad=True)
+    x.mean().backward()
+    np.testing.assert_allclose(x.grad, [1 / 4] * 4)
+
+
+# ---- reshape, transpose, getitem ----
+
+@pytest.mark.parametrize("shape, args", [((2, 3, 4), (6, 4)), ((2, 3, 4), (-1,)), ((2, 3, 4), (4, -1)),
+                                         ((2, 3, 4), ((3, 8),)), ((2, 3, 4), ([2, 12],)), ((6,), (2, 1, 3)),
+                                         ((), (1, 1))], ids=str)
+def test_reshape_values_and_gradcheck(shape, args):
+    x = signed(shape)
+    target = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+    np.testing.assert_array_equal(Tensor(x).reshape(*args).data, x.reshape(target))
+    assert gradcheck(lambda t: t.reshape(*args), x)
+
+
+@pytest.mark.parametrize("shape, axes", [((2, 3, 4), ()), ((2, 3, 4), (1, 0, 2)), ((2, 3, 4), (2, 0, 1)),
+                                         ((2, 3, 4), (-1, 0, 1)), ((2, 3, 4), ((1, 2, 0),)), ((3, 4), ()),
+                                         ((3, 4), (1, 0))], ids=str)
+def test_transpose_has_numpys_meaning_and_gradcheck(shape, axes):
+    x = signed(shape)
+    order = axes[0] if len(axes) == 1 and isinstance(axes[0], tuple) else axes
+    np.testing.assert_array_equal(Tensor(x).transpose(*axes).data, np.transpose(x, order or None))
+    assert gradcheck(lambda t: t.transpose(*axes), x)
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4)], ids=str)
+def test_dot_T_reverses_the_axes_and_gradcheck(shape):
+    x = signed(shape)
+    np.testing.assert_array_equal(Tensor(x).T.data, x.T)
+    assert gradcheck(lambda t: t.T, x)
+
+
+INDICES = [
+    pytest.param(1, id="[1]"),
+    pytest.param(-1, id="[-1]"),
+    pytest.param((slice(1, None), slice(None, None, 2)), id="[1:, ::2]"),
+    pytest.param((-1, slice(1, 3)), id="[-1, 1:3]"),
+    pytest.param([0, 2], id="[[0, 2]]"),
+    pytest.param([2, 0, 2, 2], id="[[2, 0, 2, 2]] repeated"),
+    pytest.param((np.array([1, 1, 0]), np.array([0, 0, 3])), id="[rows, cols] repeated pairs"),
+    pytest.param((slice(1, None), [0, 2, 0]), id="[1:, [0, 2, 0]]"),
+]
+
+
+@pytest.mark.parametrize("index", INDICES)
+def test_getitem_values_and_gradcheck(index):
+    x = signed((3, 4))
+    np.testing.assert_array_equal(Tensor(x)[index].data, x[index])
+    assert gradcheck(lambda t: t[index], x)
+
+
+def test_getitem_with_repeated_indices_accumulates_the_gradient():
+    a = Tensor([10.0, 20.0, 30.0, 40.0], requires_grad=True)
+    (a[[0, 0, 2, 0]] * Tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+    np.testing.assert_allclose(a.grad, [1 + 2 + 4, 0, 3, 0])
+
+
+def test_getitem_with_repeated_rows_accumulates_whole_rows():
+    a = Tensor(np.zeros((3, 2)), requires_grad=True)
+    a[np.array([2, 2, 0])].sum().backward()
+    np.testing.assert_allclose(a.grad, [[1, 1], [0, 0], [2, 2]])
+
+
+# ---- elementwise functions, softmax ----
+
+UNARY = [
+    pytest.param(Tensor.exp, np.exp, signed, id="exp"),
+    pytest.param(Tensor.log, np.log, positive, id="log"),
+    pytest.param(Tensor.relu, lambda x: np.maximum(x, 0), distinct, id="relu"),
+    pytest.param(Tensor.tanh, np.tanh, signed, id="tanh"),
+    pytest.param(Tensor.sigmoid, lambda x: 1 / (1 + np.exp(-x)), signed, id="sigmoid"),
+]
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3), (2, 1, 3)], ids=str)
+@pytest.mark.parametrize("fn, reference, values", UNARY)
+def test_elementwise_function_values_and_gradcheck(fn, reference, values, shape):
+    x = 3 * values(shape) if values is signed else values(shape)
+    np.testing.assert_allclose(fn(Tensor(x)).data, reference(x), rtol=1e-12)
+    assert gradcheck(fn, x)
+
+
+def numpy_log_softmax(x, axis):
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+@pytest.mark.parametrize("shape, axis", [((5,), -1), ((3, 4), -1), ((3, 4), 0), ((3, 4), 1), ((2, 3, 4), 1),
+                                         ((2, 3, 4), -1), ((2, 3, 4), 0)], ids=str)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_and_log_softmax_values_and_gradcheck_along_each_axis(name, shape, axis):
+    x = 3 * signed(shape)
+    out = getattr(Tensor(x), name)(axis=axis)
+    expected = numpy_log_softmax(x, axis)
+    np.testing.assert_allclose(out.data, np.exp(expected) if name == "softmax" else expected, rtol=1e-12)
+    assert gradcheck(lambda t: getattr(t, name)(axis=axis), x)
+
+
+def test_softmax_is_along_the_last_axis_by_default():
+    x = signed((3, 4))
+    np.testing.assert_allclose(Tensor(x).softmax().data.sum(axis=-1), np.ones(3))
+
+
+HUGE = np.array([[1e4, 0.0, -1e4], [-1e4, -1e4, 1e4]])
+STABLE = [
+    pytest.param(lambda t: t.softmax(), np.array([[1.0, 0, 0], [0, 0, 1]]), id="softmax"),
+    pytest.param(lambda t: t.log_softmax(), np.array([[0.0, -1e4, -2e4], [-2e4, -2e4, 0]]), id="log_softmax"),
+    pytest.param(lambda t: t.sigmoid(), np.array([[1.0, 0.5, 0], [0, 0, 1]]), id="sigmoid"),
+    pytest.param(lambda t: mg.cross_entropy(t, np.array([0, 1])), np.array((0.0 + 2e4) / 2), id="cross_entropy"),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn, expected", STABLE)
+def test_is_finite_and_warning_free_for_inputs_of_magnitude_1e4(fn, expected, dtype):
+    x = Tensor(HUGE.astype(dtype), requires_grad=True)
+    with strict_floats():
+        out = fn(x)
+        (out * out).sum().backward()
+    assert np.isfinite(out.data).all() and np.isfinite(x.grad).all()
+    np.testing.assert_allclose(out.data, expected, rtol=1e-6, atol=1e-6)
+
+
+# ---- linear, conv2d, max_pool2d ----
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_function_values_and_gradcheck(bias):
+    x, w, b = signed((5, 3), 1), signed((2, 3), 2), signed((2,), 3)
+    args = (x, w, b) if bias else (x, w)
+    out = mg.linear(*(Tensor(a) for a in args))
+    np.testing.assert_allclose(out.data, x @ w.T + (b if bias else 0))
+    assert gradcheck(mg.linear, *args)
+
+
+def conv2d_reference(x, w, b, stride, padding, g):
+    """conv2d written with a plain loop over output positions, and its gradients for upstream gradient g."""
+    n, _, h, width = x.shape
+    out_channels, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    out_h, out_w = (h + 2 * padding - kh) // stride + 1, (width + 2 * padding - kw) // stride + 1
+    out, grad_xp, grad_w = np.zeros((n, out_channels, out_h, out_w)), np.zeros_like(xp), np.zeros_like(w)
+    grad_b = np.zeros(out_channels)
+    for i in range(n):
+        for o in range(out_channels):
+            for r in range(out_h):
+                for c in range(out_w):
+                    rows, cols = slice(r * stride, r * stride + kh), slice(c * stride, c * stride + kw)
+                    patch = xp[i, :, rows, cols]
+                    out[i, o, r, c] = (patch * w[o]).sum() + (b[o] if b is not None else 0)
+                    grad_xp[i, :, rows, cols] += g[i, o, r, c] * w[o]
+                    grad_w[o] += g[i, o, r, c] * patch
+                    grad_b[o] += g[i, o, r, c]
+    return out, grad_xp[:, :, padding:padding + h, padding:padding + width], grad_w, grad_b
+
+
+CONV_CASES = [(stride, padding, channels)
+              for stride in (1, 2) for padding in (0, 1) for channels in ((1, 1, 3), (1, 3, 2), (3, 2, 3), (2, 4, 1))]
+
+
+def conv_case_id(case):
+    stride, padding, (cin, cout, k) = case
+    return f"stride{stride}-pad{padding}-in{cin}-out{cout}-k{k}"
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=conv_case_id)
+def test_conv2d_matches_a_plain_loop_reference_forward_and_backward(case, bias):
+    stride, padding, (in_channels, out_channels, k) = case
+    x, w = signed((2, in_channels, 5, 6), 1), signed((out_channels, in_channels, k, k), 2)
+    b = signed((out_channels,), 3) if bias else None
+    xt, wt = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    bt = Tensor(b, requires_grad=True) if bias else None
+    out = mg.conv2d(xt, wt, bt, stride=stride, padding=padding)
+    g = signed(out.shape, 4)
+    out.backward(g)
+    ref_out, ref_gx, ref_gw, ref_gb = conv2d_reference(x, w, b, stride, padding, g)
+    np.testing.assert_allclose(out.data, ref_out, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xt.grad, ref_gx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(wt.grad, ref_gw, rtol=1e-10, atol=1e-12)
+    if bias:
+        np.testing.assert_allclose(bt.grad, ref_gb, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=conv_case_id)
+def test_conv2d_gradcheck(case, bias):
+    stride, padding, (in_channels, out_channels, k) = case
+    x, w = signed((2, in_channels, 5, 6), 1), signed((out_channels, in_channels, k, k), 2)
+    if bias:
+        assert gradcheck(lambda x, w, b: mg.conv2d(x, w, b, stride=stride, padding=padding),
+                         x, w, signed((out_channels,), 3))
+    else:
+        assert gradcheck(lambda x, w: mg.conv2d(x, w, stride=stride, padding=padding), x, w)
+
+
+def test_conv2d_output_shape_follows_pytorch():
+    out = mg.conv2d(Tensor(np.zeros((2, 3, 28, 28))), Tensor(np.zeros((16, 3, 5, 5))), stride=2, padding=1)
+    assert out.shape == (2, 16, (28 + 2 - 5) // 2 + 1, (28 + 2 - 5) // 2 + 1)
+
+
+def max_pool2d_reference(x, k, stride, g):
+    """max_pool2d with a plain loop over windows; the gradient goes to the first maximum of each window."""
+    stride = stride or k
+    n, channels, h, w = x.shape
+    out_h, out_w = (h - k) // stride + 1, (w - k) // stride + 1
+    out, grad = np.zeros((n, channels, out_h, out_w)), np.zeros_like(x)
+    for i in range(n):
+        for c in range(channels):
+            for r in range(out_h):
+                for q in range(out_w):
+                    window = x[i, c, r * stride:r * stride + k, q * stride:q * stride + k]
+                    out[i, c, r, q] = window.max()
+                    dr, dq = divmod(int(np.argmax(window)), k)  # argmax: the first maximum, row by row
+                    grad[i, c, r * stride + dr, q * stride + dq] += g[i, c, r, q]
+    return out, grad
+
+
+POOL_CASES = [(2, None), (3, None), (2, 1), (3, 1), (3, 2)]
+
+
+@pytest.mark.parametrize("values", ["distinct", "with ties"])
+@pytest.mark.parametrize("kernel, stride", POOL_CASES, ids=str)
+def test_max_pool2d_matches_a_plain_loop_reference_gradient_to_the_first_max(kernel, stride, values):
+    shape = (2, 2, 6, 7)
+    x = distinct(shape) if values == "distinct" else np.random.default_rng(0).integers(0, 3, shape).astype(float)
+    xt = Tensor(x, requires_grad=True)
+    out = mg.max_pool2d(xt, kernel, stride=stride) if stride else mg.max_pool2d(xt, kernel)
+    g = signed(out.shape, 1)
+    out.backward(g)
+    ref_out, ref_grad = max_pool2d_reference(x, kernel, stride, g)
+    np.testing.assert_array_equal(out.data, ref_out)
+    np.testing.assert_allclose(xt.grad, ref_grad, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel, stride", POOL_CASES, ids=str)
+def test_max_pool2d_gradcheck(kernel, stride):
+    assert gradcheck(lambda t: mg.max_pool2d(t, kernel, stride), distinct((2, 2, 6, 7)))
+
+
+def test_max_pool2d_of_equal_values_sends_each_windows_gradient_to_its_top_left():
+    x = Tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
+    mg.max_pool2d(x, 2).sum().backward()
+    expected = np.zeros((4, 4))
+    expected[::2, ::2] = 1
+    np.testing.assert_array_equal(x.grad[0, 0], expected)
+
+
+# ---- losses ----
+
+def test_cross_entropy_value_and_gradient_by_hand():
+    # row 0: softmax [1/4, 3/4], target 1: -log(3/4); row 1: softmax [1/2, 1/2], target 0: log 2
+    logits = Tensor([[0.0, math.log(3.0)], [0.0, 0.0]], requires_grad=True)
+    loss = mg.cross_entropy(logits, np.array([1, 0]))
+    np.testing.assert_allclose(loss.item(), (-math.log(3 / 4) + math.log(2)) / 2, rtol=1e-6)
+    loss.backward()  # (softmax - onehot) / N
+    np.testing.assert_allclose(logits.grad, [[1 / 4 / 2, (3 / 4 - 1) / 2], [(1 / 2 - 1) / 2, 1 / 2 / 2]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("n, classes", [(4, 3), (1, 5), (6, 2)])
+def test_cross_entropy_matches_numpy_and_gradcheck(n, classes):
+    logits, targets = 3 * signed((n, classes)), np.random.default_rng(1).integers(0, classes, n)
+    expected = -numpy_log_softmax(logits, 1)[np.arange(n), targets].mean()
+    np.testing.assert_allclose(mg.cross_entropy(Tensor(logits), targets).item(), expected, rtol=1e-12)
+    assert gradcheck(lambda z: mg.cross_entropy(z, targets), logits)
+
+
+def test_mse_loss_value_and_gradient_by_hand():
+    p = Tensor([1.0, 3.0], requires_grad=True)
+    loss = mg.mse_loss(p, np.array([0.0, 0.0]))
+    np.testing.assert_allclose(loss.item(), (1 + 9) / 2)
+    loss.backward()  # 2 (p - t) / n
+    np.testing.assert_allclose(p.grad, [2 * 1 / 2, 2 * 3 / 2])
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 2), (4, 1)], ids=str)
+def test_mse_loss_gradcheck(shape):
+    target = signed(shape, 9)
+    assert gradcheck(lambda p: mg.mse_loss(p, target), signed(shape))
+    assert gradcheck(lambda p, t: mg.mse_loss(p, t), signed(shape), target)
+
+
+# ---- errors that teach ----
+
+def test_matmul_error_names_both_shapes_and_the_inner_dimensions():
+    with pytest.raises(ValueError, match=re.escape("inner dimensions 784 and 128 differ")) as info:
+        Tensor(np.zeros((64, 784))) @ Tensor(np.zeros((128, 10)))
+    assert_mentions(str(info.value), "matmul", "(64, 784)", "(128, 10)")
+
+
+def test_matmul_error_for_a_numpy_operand_names_both_shapes():
+    with pytest.raises(ValueError, match="matmul") as info:
+        np.zeros((64, 784)) @ Tensor(np.zeros((128, 10)))
+    assert_mentions(str(info.value), "(64, 784)", "(128, 10)", "784", "128")
+
+
+def test_batched_matmul_error_names_both_shapes():
+    with pytest.raises(ValueError, match="matmul") as info:
+        Tensor(np.zeros((2, 3, 4))) @ Tensor(np.zeros((5, 4, 6)))
+    assert_mentions(str(info.value), "(2, 3, 4)", "(5, 4, 6)")
+
+
+@pytest.mark.parametrize("op", BINARY_OPS)
+def test_broadcasting_error_names_the_op_and_both_shapes(op):
+    with pytest.raises(ValueError, match=op) as info:
+        BINARY_OPS[op](Tensor(np.ones((2, 3))), Tensor(np.ones((4,))))
+    assert_mentions(str(info.value), "(2, 3)", "(4,)")
+
+
+@pytest.mark.parametrize("op", BINARY_OPS)
+def test_broadcasting_error_with_a_numpy_operand_on_the_left_names_the_op_and_both_shapes(op):
+    with pytest.raises(ValueError, match=op) as info:
+        BINARY_OPS[op](np.ones((4,)), Tensor(np.ones((2, 3))))
+    assert_mentions(str(info.value), "(2, 3)", "(4,)")
+
+
+def test_reshape_error_names_both_shapes():
+    with pytest.raises(ValueError, match="reshape") as info:
+        Tensor(np.ones((2, 3))).reshape(4, 2)
+    assert_mentions(str(info.value), "(2, 3)", "(4, 2)")
+
+
+@pytest.mark.parametrize("axes", [(0, 1), (0, 0, 1), (0, 1, 3)], ids=str)
+def test_transpose_error_names_the_axes_and_the_shape(axes):
+    with pytest.raises(ValueError, match="transpose") as info:
+        Tensor(np.ones((2, 3, 4))).transpose(*axes)
+    assert_mentions(str(info.value), "(2, 3, 4)", str(axes))
+
+
+def test_linear_layer_fed_the_wrong_width_names_the_layer_and_both_shapes():
+    layer = mg.Linear(784, 128)
+    with pytest.raises(ValueError, match=re.escape("Linear(in_features=784, out_features=128)")) as info:
+        layer(Tensor(np.zeros((64, 100), dtype=np.float32)))
+    message = str(info.value)
+    assert_mentions(message, "(64, 100)")
+    assert_mentions(message.replace("Linear(in_features=784, out_features=128)", ""), "784")
+
+
+def test_a_layer_inside_sequential_that_fails_is_named():
+    model = mg.Sequential(mg.Linear(4, 8), mg.ReLU(), mg.Linear(7, 2))
+    with pytest.raises(ValueError, match=re.escape("Linear(in_features=7, out_features=2)")) as info:
+        model(Tensor(np.zeros((5, 4))))
+    assert_mentions(str(info.value), "(5, 8)")
+
+
+def test_conv2d_channel_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match="conv2d") as info:
+        mg.conv2d(Tensor(np.ones((2, 3, 8, 8))), Tensor(np.ones((4, 1, 3, 3))))
+    assert_mentions(str(info.value), "(2, 3, 8, 8)", "(4, 1, 3, 3)")
+
+
+def test_conv2d_layer_channel_mismatch_names_the_layer():
+    with pytest.raises(ValueError, match=re.escape("Conv2d(")) as info:
+        mg.Conv2d(1, 4, 3)(Tensor(np.ones((2, 3, 8, 8))))
+    assert_mentions(str(info.value), "in_channels=1", "(2, 3, 8, 8)")
+
+
+@pytest.mark.parametrize("targets_shape", [(5,), (4, 1)], ids=str)
+def test_cross_entropy_shape_error_names_the_logits_and_targets_shapes(targets_shape):
+    with pytest.raises(ValueError, match="cross_entropy") as info:
+        mg.cross_entropy(Tensor(np.zeros((4, 3))), np.zeros(targets_shape, dtype=np.int64))
+    assert_mentions(str(info.value), "(4, 3)", str(targets_shape))
+
+
+def test_cross_entropy_rejects_float_targets():
+    with pytest.raises(ValueError, match="cross_entropy") as info:
+        mg.cross_entropy(Tensor(np.zeros((4, 3))), np.array([0.0, 1.0, 2.0, 1.0]))
+    assert_mentions(str(info.value), "integer")
+
+
+@pytest.mark.parametrize("targets", [[0, 3, 1, 1], [0, -1, 1, 1]], ids=str)
+def test_cross_entropy_rejects_out_of_range_targets(targets):
+    with pytest.raises(ValueError, match="cross_entropy") as info:
+        mg.cross_entropy(Tensor(np.zeros((4, 3))), np.array(targets))
+    assert_mentions(str(info.value), "class", "2")  # the largest valid class index
+
+
+def test_mse_loss_rejects_column_against_vector_shapes():
+    with pytest.raises(ValueError, match="mse_loss") as info:
+        mg.mse_loss(Tensor(np.zeros((4, 1))), np.zeros(4))
+    assert_mentions(str(info.value), "(4, 1)", "(4,)")
+
+
+BAD_CALLS = {
+    "add": lambda: Tensor(np.ones((2, 3))) + Tensor(np.ones(4)),
+    "arr - t": lambda: np.ones(4) - Tensor(np.ones((2, 3))),
+    "arr * t": lambda: np.ones(4) * Tensor(np.ones((2, 3))),
+    "div": lambda: Tensor(np.ones((3, 1, 4))) / Tensor(np.ones((2, 5))),
+    "matmul": lambda: Tensor(np.zeros((64, 784))) @ Tensor(np.zeros((128, 10))),
+    "batched matmul": lambda: Tensor(np.zeros((2, 3, 4))) @ Tensor(np.zeros((5, 4, 6))),
+    "reshape": lambda: Tensor(np.ones((2, 3))).reshape(4, 2),
+    "transpose": lambda: Tensor(np.ones((2, 3))).transpose(0, 0),
+    "backward": lambda: (Tensor(np.ones((2, 3)), requires_grad=True) * 2).backward(np.ones((3, 2))),
+    "Linear": lambda: mg.Linear(784, 128)(Tensor(np.zeros((64, 100)))),
+    "conv2d": lambda: mg.conv2d(Tensor(np.ones((2, 3, 8, 8))), Tensor(np.ones((4, 1, 3, 3)))),
+    "mse_loss": lambda: mg.mse_loss(Tensor(np.zeros((4, 1))), np.zeros(4)),
+}
+
+
+@pytest.mark.parametrize("name", BAD_CALLS)
+def test_numpys_bare_messages_never_reach_the_user(name):
+    with pytest.raises(ValueError) as info:
+        BAD_CALLS[name]()
+    for message in displayed_messages(info.value):
+        for numpy_message in NUMPY_MESSAGES:
+            assert numpy_message not in message
+
+
+# ---- Module, parameters, state_dict ----
+
+class Net(mg.Module):
+    def __init__(self):
+        self.scale = Tensor(np.ones(3), requires_grad=True)
+        self.constant = Tensor(np.ones(3))  # no grad: not a parameter
+        self.encoder = mg.Linear(3, 4)
+        self.heads = [mg.Linear(4, 2), mg.Linear(4, 1, bias=False)]
+
+    def forward(self, x):
+        hidden = self.encoder(x * self.scale + self.constant)
+        return [head(hidden) for head in self.heads]
+
+
+def test_parameters_are_found_in_tensors_submodules_and_lists_of_modules():
+    net = Net()
+    expected = [net.scale, net.encoder.weight, net.encoder.bias, net.heads[0].weight, net.heads[0].bias,
+                net.heads[1].weight]
+    found = net.parameters()
+    assert len(found) == len(expected)
+    assert {id(p) for p in found} == {id(p) for p in expected}
+
+
+def test_state_dict_names_parameters_by_their_path():
+    net = Net()
+    assert set(net.state_dict()) == {"scale", "encoder.weight", "encoder.bias", "heads.0.weight", "heads.0.bias",
+                                     "heads.1.weight"}
+    assert list(mg.Sequential(mg.Linear(2, 3), mg.ReLU(), mg.Linear(3, 1)).state_dict()) == [
+        "layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"]
+
+
+def test_state_dict_round_trip_through_savez_and_load_gives_identical_outputs(tmp_path):
+    model = mg.Sequential(mg.Linear(4, 8), mg.ReLU(), mg.Linear(8, 3))
+    np.savez(tmp_path / "model.npz", **model.state_dict())
+    fresh = mg.Sequential(mg.Linear(4, 8), mg.ReLU(), mg.Linear(8, 3))
+    x = Tensor(signed((5, 4)).astype(np.float32))
+    assert not np.array_equal(fresh(x).data, model(x).data)
+    with np.load(tmp_path / "model.npz") as saved:
+        fresh.load_state_dict(saved)
+    np.testing.assert_array_equal(fresh(x).data, model(x).data)
+    assert all(p.dtype == np.float32 for p in fresh.parameters())
+
+
+def test_load_state_dict_does_not_share_memory_with_the_state():
+    model, state = mg.Linear(2, 2), mg.Linear(2, 2).state_dict()
+    model.load_state_dict(state)
+    state["weight"][:] = 100
+    assert not (model.weight.data == 100).any()
+
+
+def small_model():
+    return mg.Sequential(mg.Linear(4, 8), mg.ReLU(), mg.Linear(8, 3))
+
+
+def assert_unchanged(model, before):
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda s: s.pop("layers.2.bias"), "layers.2.bias"),
+    (lambda s: s.update({"layers.1.weight": np.zeros((8, 8))}), "layers.1.weight"),
+], ids=["missing", "extra"])
+def test_load_state_dict_rejects_a_missing_or_extra_name_and_changes_nothing(change, key):
+    model, state = small_model(), {k: v + 1 for k, v in small_model().state_dict().items()}
+    before = model.state_dict()
+    change(state)
+    with pytest.raises((KeyError, ValueError, RuntimeError)) as info:
+        model.load_state_dict(state)
+    assert_mentions(str(info.value), key)
+    assert_unchanged(model, before)
+
+
+def test_load_state_dict_rejects_a_wrong_shape_naming_the_key_and_changes_nothing():
+    model, state = small_model(), {k: v + 1 for k, v in small_model().state_dict().items()}
+    before = model.state_dict()
+    state["layers.2.weight"] = np.zeros((3, 9))
+    with pytest.raises(ValueError, match=re.escape("layers.2.weight")) as info:
+        model.load_state_dict(state)
+    assert_mentions(str(info.value), "(3, 9)", "(3, 8)")
+    assert_unchanged(model, before)
+
+
+def test_train_and_eval_propagate_to_every_child():
+    inner = mg.Sequential(mg.Dropout(0.5), mg.Linear(2, 2))
+    model = mg.Sequential(mg.Linear(2, 2), inner)
+    net = Net()
+    assert model.eval() is model
+    assert not any(m.training for m in [model, inner, *inner.layers, *model.layers])
+    model.train()
+    assert all(m.training for m in [model, inner, *inner.layers, *model.layers])
+    net.eval()
+    assert not any(m.training for m in [net, net.encoder, *net.heads])
+
+
+def test_module_zero_grad_clears_every_parameters_gradient():
+    model = small_model()
+    model(Tensor(signed((5, 4)))).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.zero_grad()
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+# ---- layers ----
+
+def test_linear_weight_shapes_follow_pytorch():
+    layer = mg.Linear(5, 3)
+    assert layer.weight.shape == (3, 5) and layer.bias.shape == (3,)
+    assert layer.weight.requires_grad and layer.weight.dtype == np.float32
+    without_bias = mg.Linear(5, 3, bias=False)
+    assert len(without_bias.parameters()) == 1
+
+
+def test_conv2d_weight_shapes_follow_pytorch():
+    layer = mg.Conv2d(3, 8, 5)
+    assert layer.weight.shape == (8, 3, 5, 5) and layer.bias.shape == (8,)
+    assert len(mg.Conv2d(3, 8, 5, bias=False).parameters()) == 1
+
+
+@pytest.mark.parametrize("make, fan_in", [(lambda: mg.Linear(200, 300), 200), (lambda: mg.Conv2d(3, 200, 5), 75)],
+                         ids=["Linear", "Conv2d"])
+def test_initialization_is_uniform_within_one_over_sqrt_fan_in_and_spread_over_it(make, fan_in):
+    mg.manual_seed(0)
+    layer, bound = make(), 1 / math.sqrt(fan_in)
+    for parameter in (layer.weight, layer.bias):
+        values = parameter.data
+        assert values.min() >= -bound and values.max() <= bound
+        assert values.max() > 0.8 * bound and values.min() < -0.8 * bound
+    weights = layer.weight.data
+    assert abs(weights.mean()) < 0.05 * bound
+    np.testing.assert_allclose(weights.std(), bound / math.sqrt(3), rtol=0.05)  # a uniform's std
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.8])
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest_to_keep_the_mean(p):
+    mg.manual_seed(0)
+    x = Tensor(np.ones((200, 500), dtype=np.float32))
+    out = mg.Dropout(p)(x).data
+    n = out.size
+    assert abs((out == 0).mean() - p) < 4 * math.sqrt(p * (1 - p) / n)
+    np.testing.assert_allclose(out[out != 0], 1 / (1 - p), rtol=1e-6)
+    assert abs(out.mean() - 1) < 4 * math.sqrt(p / (1 - p) / n)
+
+
+def test_dropout_gradient_flows_only_through_the_kept_elements():
+    x = Tensor(np.ones((10, 10)), requires_grad=True)
+    out = mg.Dropout(0.5)(x)
+    out.sum().backward()
+    np.testing.assert_allclose(x.grad, out.data)  # d(x * mask / (1 - p))/dx = mask / (1 - p) = out for x = 1
+
+
+def test_dropout_draws_a_new_mask_each_call():
+    layer, x = mg.Dropout(0.5), Tensor(np.ones((10, 10)))
+    assert not np.array_equal(layer(x).data, layer(x).data)
+
+
+def test_dropout_is_the_identity_in_eval_mode():
+    x = Tensor(signed((20, 30)))
+    layer = mg.Dropout(0.5)
+    np.testing.assert_array_equal(layer.eval()(x).data, x.data)
+    model = mg.Sequential(mg.Dropout(0.9)).eval()
+    np.testing.assert_array_equal(model(x).data, x.data)
+
+
+def gradcheck_layer(layer, x):
+    """gradcheck a layer with respect to its input and each of its parameters (in float64)."""
+    names = [name for name, _ in layer.named_parameters()]
+
+    def run(x, *parameters):
+        for name, parameter in zip(names, parameters):
+            setattr(layer, name, parameter)
+        return layer(x)
+    return gradcheck(run, x, *(getattr(layer, name).data for name in names))
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: mg.Linear(3, 2), (4, 3)),
+    (lambda: mg.Linear(3, 2, bias=False), (4, 3)),
+    (lambda: mg.Conv2d(2, 3, 3, stride=2, padding=1), (2, 2, 5, 5)),
+    (lambda: mg.Conv2d(1, 2, 2, bias=False), (1, 1, 4, 3)),
+], ids=["Linear", "Linear no bias", "Conv2d stride 2 padding 1", "Conv2d no bias"])
+def test_layer_with_parameters_gradcheck(make, shape):
+    assert gradcheck_layer(make(), signed(shape))
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (mg.MaxPool2d(2), (2, 2, 4, 5)), (mg.MaxPool2d(3, stride=1), (1, 2, 4, 4)), (mg.Flatten(), (2, 3, 2, 2)),
+    (mg.ReLU(), (3, 4)), (mg.Tanh(), (3, 4)), (mg.Sigmoid(), (3, 4)),
+], ids=["MaxPool2d", "MaxPool2d overlapping", "Flatten", "ReLU", "Tanh", "Sigmoid"])
+def test_layer_without_parameters_gradcheck(layer, shape):
+    assert gradcheck(layer, distinct(shape))
+
+
+def test_dropout_layer_gradcheck_with_a_fixed_mask():
+    layer = mg.Dropout(0.3)
+
+    def with_the_same_mask(x):
+        mg.manual_seed(0)
+        return layer(x)
+    assert gradcheck(with_the_same_mask, signed((4, 5)))
+
+
+def test_layers_compute_what_their_functional_ops_compute():
+    x = Tensor(signed((2, 3, 6, 6)))
+    conv, pool = mg.Conv2d(3, 4, 3, stride=2, padding=1), mg.MaxPool2d(2)
+    np.testing.assert_array_equal(conv(x).data, mg.conv2d(x, conv.weight, conv.bias, 2, 1).data)
+    np.testing.assert_array_equal(pool(x).data, mg.max_pool2d(x, 2, 2).data)
+    assert mg.Flatten()(x).shape == (2, 3 * 6 * 6)
+    linear = mg.Linear(3, 4)
+    x2 = signed((5, 3))
+    np.testing.assert_allclose(linear(Tensor(x2)).data, x2 @ linear.weight.data.T + linear.bias.data, rtol=1e-6)
+
+
+def test_sequential_mlp_gradcheck_through_every_layer():
+    model = mg.Sequential(mg.Linear(3, 5), mg.Tanh(), mg.Linear(5, 4), mg.ReLU(), mg.Linear(4, 2), mg.Sigmoid())
+    for parameter in model.parameters():
+        parameter.data = parameter.data.astype(np.float64)
+    assert gradcheck(model, signed((4, 3)))
+
+
+def test_small_cnn_gradcheck_through_every_layer():
+    model = mg.Sequential(mg.Conv2d(1, 2, 3, padding=1), mg.ReLU(), mg.MaxPool2d(2), mg.Flatten(), mg.Linear(8, 3))
+    for parameter in model.parameters():
+        parameter.data = parameter.data.astype(np.float64)
+    assert gradcheck(lambda x: mg.cross_entropy(model(x), np.array([0, 2])), distinct((2, 1, 4, 4)))
+
+
+# ---- optimizers ----
+
+def parameter(values):
+    return Tensor(np.array(values, dtype=np.float64), requires_grad=True)
+
+
+W0, G1, G2 = [1.0, -2.0], [0.5, -1.0], [2.0, 0.0]
+
+
+def two_steps(optimizer, p):
+    p.grad = np.array(G1)
+    optimizer.step()
+    after_one = p.data.copy()
+    p.grad = np.array(G2)
+    optimizer.step()
+    return after_one, p.data.copy()
+
+
+def test_sgd_steps_match_the_formula_by_hand():
+    p = parameter(W0)
+    w1, w2 = two_steps(mg.SGD([p], lr=0.1), p)
+    np.testing.assert_allclose(w1, [1.0 - 0.1 * 0.5, -2.0 - 0.1 * -1.0], rtol=1e-12)
+    np.testing.assert_allclose(w2, [0.95 - 0.1 * 2.0, -1.9 - 0.1 * 0.0], rtol=1e-12)
+
+
+def test_sgd_with_momentum_steps_match_the_formula_by_hand():
+    p = parameter(W0)
+    w1, w2 = two_steps(mg.SGD([p], lr=0.1, momentum=0.9), p)
+    # v1 = g1 = [0.5, -1]; v2 = 0.9 v1 + g2 = [0.45 + 2, -0.9 + 0]
+    np.testing.assert_allclose(w1, [1.0 - 0.1 * 0.5, -2.0 - 0.1 * -1.0], rtol=1e-12)
+    np.testing.assert_allclose(w2, [0.95 - 0.1 * 2.45, -1.9 - 0.1 * -0.9], rtol=1e-12)
+
+
+def test_sgd_with_momentum_and_weight_decay_steps_match_the_formula_by_hand():
+    p = parameter(W0)
+    w1, w2 = two_steps(mg.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01), p)
+    # g1 + 0.01 w0 = [0.5 + 0.01, -1 - 0.02] = [0.51, -1.02] = v1
+    np.testing.assert_allclose(w1, [1.0 - 0.1 * 0.51, -2.0 - 0.1 * -1.02], rtol=1e-12)  # [0.949, -1.898]
+    # g2 + 0.01 w1 = [2 + 0.00949, 0 - 0.01898]; v2 = 0.9 v1 + that = [0.459 + 2.00949, -0.918 - 0.01898]
+    np.testing.assert_allclose(w2, [0.949 - 0.1 * 2.46849, -1.898 - 0.1 * -0.93698], rtol=1e-12)
+
+
+def test_adam_steps_match_the_formula_by_hand():
+    p = parameter(W0)
+    w1, w2 = two_steps(mg.Adam([p], lr=0.1), p)
+    # step 1: m = 0.1 g, v = 0.001 g^2; bias-corrected m / 0.1 = g, v / 0.001 = g^2: a step of lr g / |g|
+    np.testing.assert_allclose(w1, [1.0 - 0.1 * 0.5 / (0.5 + 1e-8), -2.0 - 0.1 * -1.0 / (1.0 + 1e-8)], rtol=1e-12)
+    m2 = [0.9 * 0.05 + 0.1 * 2.0, 0.9 * -0.1 + 0.1 * 0.0]
+    v2 = [0.999 * 0.00025 + 0.001 * 2.0 ** 2, 0.999 * 0.001 + 0.001 * 0.0 ** 2]
+    expected = [w1[i] - 0.1 * (m2[i] / (1 - 0.9 ** 2)) / (math.sqrt(v2[i] / (1 - 0.999 ** 2)) + 1e-8)
+                for i in range(2)]
+    np.testing.assert_allclose(w2, expected, rtol=1e-9)
+
+
+def test_adam_with_weight_decay_steps_match_the_formula_by_hand():
+    p = parameter(W0)
+    w1, w2 = two_steps(mg.Adam([p], lr=0.1, weight_decay=0.1), p)
+    # PyTorch's Adam adds weight_decay * w to the gradient: g1' = [0.5 + 0.1, -1 - 0.2] = [0.6, -1.2]
+    np.testing.assert_allclose(w1, [1.0 - 0.1 * 0.6 / (0.6 + 1e-8), -2.0 - 0.1 * -1.2 / (1.2 + 1e-8)], rtol=1e-12)
+    g2 = [2.0 + 0.1 * w1[0], 0.0 + 0.1 * w1[1]]
+    m2 = [0.9 * (0.1 * 0.6) + 0.1 * g2[0], 0.9 * (0.1 * -1.2) + 0.1 * g2[1]]
+    v2 = [0.999 * (0.001 * 0.6 ** 2) + 0.001 * g2[0] ** 2, 0.999 * (0.001 * 1.2 ** 2) + 0.001 * g2[1] ** 2]
+    expected = [w1[i] - 0.1 * (m2[i] / (1 - 0.9 ** 2)) / (math.sqrt(v2[i] / (1 - 0.999 ** 2)) + 1e-8)
+                for i in range(2)]
+    np.testing.assert_allclose(w2, expected, rtol=1e-9)
+
+
+def test_adam_defaults_follow_pytorch():
+    p = parameter([1.0])
+    p.grad = np.array([3.0])
+    mg.Adam([p]).step()  # lr 1e-3: the first step is lr * g / |g|
+    np.testing.assert_allclose(p.data, [1.0 - 1e-3 * 3.0 / (3.0 + 1e-8)], rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [lambda ps: mg.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
+                                  lambda ps: mg.Adam(ps, lr=0.1, weight_decay=0.1)], ids=["SGD", "Adam"])
+def test_optimizers_skip_parameters_without_a_gradient(make):
+    with_grad, without_grad = parameter(W0), parameter([3.0, 4.0])
+    optimizer = make([with_grad, without_grad])
+    with_grad.grad = np.array(G1)
+    optimizer.step()
+    optimizer.step()
+    np.testing.assert_array_equal(without_grad.data, [3.0, 4.0])
+    assert not np.array_equal(with_grad.data, W0)
+
+
+def test_adam_state_of_a_skipped_parameter_starts_at_its_first_gradient_as_in_pytorch():
+    # PyTorch keeps Adam's step count per parameter: a parameter that first gets a gradient at the
+    # optimizer's second step takes a first step, lr * g / (|g| + eps).
+    early, late = parameter([1.0]), parameter([1.0])
+    optimizer = mg.Adam([early, late], lr=0.1)
+    early.grad = np.array([0.5])
+    optimizer.step()
+    late.grad = np.array([0.5])
+    optimizer.step()
+    np.testing.assert_allclose(late.data, [1.0 - 0.1 * 0.5 / (0.5 + 1e-8)], rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [lambda ps: mg.SGD(ps, lr=0.1), lambda ps: mg.Adam(ps)], ids=["SGD", "Adam"])
+def test_optimizer_zero_grad_makes_the_next_backward_start_from_zero(make):
+    p = parameter(W0)
+    optimizer = make([p])
+    (p * p).sum().backward()
+    optimizer.zero_grad()
+    assert p.grad is None or not p.grad.any()
+    (p * 3).sum().backward()
+    np.testing.assert_allclose(p.grad, [3.0, 3.0])
+
+
+@pytest.mark.parametrize("make", [lambda ps: mg.SGD(ps, lr=0.1), lambda ps: mg.Adam(ps)], ids=["SGD", "Adam"])
+def test_optimizer_with_an_empty_parameter_list_is_a_clear_error(make):
+    with pytest.raises(ValueError, match="param"):
+        make([])
+    with pytest.raises(ValueError, match="param"):
+        make(mg.Sequential(mg.ReLU()).parameters())
+
+
+@pytest.mark.parametrize("lr", [0, -0.1])
+@pytest.mark.parametrize("optimizer", [mg.SGD, mg.Adam])
+def test_optimizer_with_a_non_positive_learning_rate_is_a_clear_error(optimizer, lr):
+    with pytest.raises(ValueError, match="learning rate") as info:
+        optimizer([parameter([1.0])], lr=lr)
+    assert_mentions(str(info.value), f"lr={lr}")
+
+
+# ---- training loop: batches ----
+
+def test_batches_cover_every_sample_exactly_once_including_the_last_partial_batch():
+    X, y = np.arange(23).reshape(23, 1) * 10, np.arange(23)
+    chunks = list(mg.batches(X, y, batch_size=5, rng=0))
+    assert [len(yb) for _, yb in chunks] == [5, 5, 5, 5, 3]
+    assert all(isinstance(xb, np.ndarray) and isinstance(yb, np.ndarray) for xb, yb in chunks)
+    seen = np.concatenate([yb for _, yb in chunks])
+    np.testing.assert_array_equal(np.sort(seen), np.arange(23))
+    for xb, yb in chunks:  # rows stay with their labels
+        np.testing.assert_array_equal(xb[:, 0], yb * 10)
+
+
+def test_batches_without_shuffle_keep_the_order():
+    X, y = np.arange(10).reshape(10, 1), np.arange(10)
+    seen = np.concatenate([yb for _, yb in mg.batches(X, y, batch_size=4, shuffle=False)])
+    np.testing.assert_array_equal(seen, np.arange(10))
+
+
+def order(rng, shuffle=True):
+    X, y = np.zeros((50, 1)), np.arange(50)
+    return np.concatenate([yb for _, yb in mg.batches(X, y, batch_size=8, shuffle=shuffle, rng=rng)])
+
+
+def test_batches_with_shuffle_change_the_order_and_the_same_rng_repeats_it():
+    assert not np.array_equal(order(0), np.arange(50))
+    np.testing.assert_array_equal(order(0), order(0))
+    np.testing.assert_array_equal(order(np.random.default_rng(5)), order(np.random.default_rng(5)))
+    assert not np.array_equal(order(0), order(1))
+
+
+# ---- training loop: fit and evaluate ----
+
+def test_fit_learns_separable_blobs_to_at_least_95_percent_in_a_few_seconds():
+    X, y = blobs(400, seed=0)
+    X_val, y_val = blobs(200, seed=1)
+    mg.manual_seed(0)
+    model = mlp()
+    start = time.perf_counter()
+    history = mg.fit(model, mg.Adam(model.parameters(), lr=0.02), X, y, epochs=10, batch_size=32,
+                     validation=(X_val, y_val), rng=0, verbose=False)
+    assert time.perf_counter() - start < 10
+    assert history[-1]["train_acc"] >= 0.95 and history[-1]["val_acc"] >= 0.95
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_fit_history_has_one_record_per_epoch_with_losses_accuracies_and_seconds():
+    X, y = blobs(100, seed=0)
+    X_val, y_val = blobs(50, seed=1)
+    model = mlp()
+    history = mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, epochs=3, batch_size=16,
+                     validation=(X_val, y_val), rng=0, verbose=False)
+    assert len(history) == 3
+    for record in history:
+        assert {"train_loss", "train_acc", "val_loss", "val_acc", "seconds"} <= record.keys()
+        assert 0 <= record["train_acc"] <= 1 and 0 <= record["val_acc"] <= 1 and record["seconds"] > 0
+    val_loss, val_acc = mg.evaluate(model, X_val, y_val)  # the last epoch's validation is of the final model
+    assert history[-1]["val_loss"] == pytest.approx(val_loss) and history[-1]["val_acc"] == val_acc
+
+
+def divergent_run(lr=1e3, loss_fn=None):
+    X, y = blobs(320, seed=0)
+    mg.manual_seed(0)
+    model = mlp()
+    with pytest.raises(mg.DivergenceError) as info:
+        mg.fit(model, mg.SGD(model.parameters(), lr=lr), X, y, epochs=3, batch_size=32, rng=0, verbose=False,
+               **({"loss_fn": loss_fn} if loss_fn else {}))
+    return model, str(info.value)
+
+
+def test_fit_with_lr_1000_raises_a_divergence_error_naming_epoch_step_and_learning_rate():
+    _, message = divergent_run()
+    assert_mentions(message, "epoch 1", "step", "lr=1000", "learning rate")
+    suggested = [float(value) for value in re.findall(r"lr=([0-9.e+-]+[0-9])", message)]
+    assert any(value < 1000 for value in suggested), f"no smaller learning rate suggested in {message!r}"
+
+
+def test_fit_stops_promptly_on_divergence_before_parameters_become_nan():
+    model, message = divergent_run()
+    step = int(re.search(r"step\D{0,3}(\d+)", message).group(1))
+    assert step <= 5
+    assert all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+def test_fit_stops_at_a_nan_loss_without_updating_the_parameters():
+    def nan_loss(output, targets):
+        return mg.cross_entropy(output, targets) * float("nan")
+    X, y = blobs(64, seed=0)
+    model = mlp()
+    before = model.state_dict()
+    with pytest.raises(mg.DivergenceError, match="learning rate"):
+        mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, batch_size=16, loss_fn=nan_loss, verbose=False)
+    assert_unchanged(model, before)
+
+
+def seeded_run(seed):
+    X, y = blobs(200, seed=0)
+    X_val, y_val = blobs(50, seed=1)
+    mg.manual_seed(seed)
+    model = mlp(dropout=0.3)
+    history = mg.fit(model, mg.Adam(model.parameters(), lr=0.01), X, y, epochs=3, batch_size=32,
+                     validation=(X_val, y_val), rng=seed, verbose=False)
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history], model.state_dict()
+
+
+def test_the_same_seed_and_rng_reproduce_history_and_weights_bit_for_bit_even_with_dropout():
+    history, weights = seeded_run(seed=3)
+    history_again, weights_again = seeded_run(seed=3)
+    assert history == history_again
+    assert weights.keys() == weights_again.keys()
+    assert all(np.array_equal(weights[name], weights_again[name]) for name in weights)
+    other_history, _ = seeded_run(seed=4)
+    assert other_history != history
+
+
+class Probe(mg.Module):
+    """Wraps a model and records, for each call, (training mode, output requires grad, batch size)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def forward(self, x):
+        out = self.inner(x)
+        self.calls.append((self.training, out.requires_grad, len(x.data)))
+        return out
+
+
+def test_evaluate_returns_loss_and_accuracy_in_eval_mode_without_a_graph_in_chunks():
+    X, y = blobs(10, seed=2)
+    model = Probe(mlp(dropout=0.5))
+    loss, accuracy = mg.evaluate(model, X, y, batch_size=4)
+    assert [size for _, _, size in model.calls] == [4, 4, 2]
+    assert not any(training or requires_grad for training, requires_grad, _ in model.calls)
+    model.eval()
+    logits = model(Tensor(X))
+    assert loss == pytest.approx(mg.cross_entropy(logits, y).item(), rel=1e-5)
+    assert accuracy == np.mean(logits.data.argmax(axis=1) == y)
+    assert (loss, accuracy) == pytest.approx(mg.evaluate(model, X, y, batch_size=1000), rel=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_evaluate_restores_the_training_mode(training):
+    X, y = blobs(10, seed=2)
+    model = mlp(dropout=0.5).train(training)
+    mg.evaluate(model, X, y)
+    assert model.training == training and model.layers[2].training == training
+
+
+def test_fit_verbose_prints_progress_with_batch_counts_and_an_epoch_summary(capsys):
+    X, y = blobs(100, seed=0)
+    model = mlp()
+    mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, epochs=2, batch_size=32, rng=0, verbose=True)
+    out = capsys.readouterr().out
+    assert re.search(r"batch \d+/4", out)  # 100 samples in batches of 32: 4 batches
+    summaries = [line for line in re.split(r"[\r\n]", out) if "loss" in line and "batch" not in line]
+    assert len(summaries) == 2
+
+
+def test_fit_verbose_false_prints_nothing(capsys):
+    X, y = blobs(50, seed=0)
+    model = mlp()
+    mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, epochs=1, rng=0, verbose=False)
+    assert capsys.readouterr().out == ""
