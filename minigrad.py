@@ -28,9 +28,7 @@ def _tensor(x, dtype=None):
 
 class Tensor:
     """An array that remembers the op and inputs it came from, so that gradients can flow back.
-    Lists, numbers and integer arrays become float32; a floating-point numpy array keeps its dtype.
-    >>> Tensor([[1, 2, 3]], requires_grad=True)
-    Tensor([[1., 2., 3.]], requires_grad=True)"""
+    Lists, numbers and integer arrays become float32; a floating-point numpy array keeps its dtype."""
     __array_ufunc__ = None  # makes numpy leave `array * tensor` to Tensor.__rmul__
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -44,7 +42,9 @@ class Tensor:
 
     @staticmethod
     def from_op(data, parents, backward):
-        """Wrap an op's result, recording its parents and backward closure if any parent needs a gradient."""
+        """Wrap an op's result, recording its parents and backward closure if any parent needs a gradient.
+        >>> gradients(lambda a: Tensor.from_op(a.data ** 2, (a,), lambda g: (g * 2 * a.data,)), [3.])   # a new op
+        [array([6.], dtype=float32)]"""
         out = Tensor(data)
         if _grad_enabled and any(p.requires_grad for p in parents):
             out.requires_grad, out._parents, out._backward = True, parents, backward
@@ -56,10 +56,21 @@ class Tensor:
     T = property(lambda self: self.transpose())
 
     def item(self):
+        """The number in a one-element tensor.
+        >>> Tensor([[2.5]]).item()
+        2.5"""
         return self.data.item()
+
     def numpy(self):
+        """The numpy array behind the tensor (not a copy).
+        >>> Tensor([1, 2]).numpy()
+        array([1., 2.], dtype=float32)"""
         return self.data
+
     def detach(self):
+        """The same numbers, cut off from the graph: no gradient flows back through them.
+        >>> Tensor([1.], requires_grad=True).detach().requires_grad
+        False"""
         return Tensor(self.data)
 
     def __repr__(self):
@@ -137,7 +148,6 @@ class Tensor:
         return self._binary(other, "div", np.divide, lambda g, a, b, out: (g / b, -g * out / b))
 
     __radd__, __rmul__ = __add__, __mul__  # 2 + a is a + 2
-
     def __rsub__(self, other):
         return _tensor(other, self.dtype) - self
     def __rtruediv__(self, other):
@@ -331,8 +341,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     return True
 
 def gradients(fn, *inputs):
-    """The gradient of fn(*inputs).sum() with respect to each input, as backward() gives it, once gradcheck
-    has confirmed it: each op's docstring uses it to show the op's derivative on numbers you can check.
+    """The gradient of fn(*inputs).sum() for each input as backward() gives it, once gradcheck has confirmed it.
     >>> gradients(lambda a, b: a * b + b, [2., 3.], [10., 20.])   # d/da = b, d/db = a + 1
     [array([10., 20.], dtype=float32), array([3., 4.], dtype=float32)]"""
     gradcheck(fn, *inputs)
@@ -457,40 +466,36 @@ class Module:
         settings = (f"{k}={v!r}" for k, v in vars(self).items() if k != "training" and not isinstance(v, Tensor))
         return f"{type(self).__name__}({', '.join(settings)})"
 
-    def _named_children(self):
+    def named_modules(self, prefix=""):
+        """(name, module) for this module and every module inside it: ("", model), ("layers.0.", ...), ..."""
+        yield prefix, self
         for name, value in vars(self).items():
             if isinstance(value, Module):
-                yield name, value
-            elif isinstance(value, (list, tuple)):
-                yield from ((f"{name}.{i}", item) for i, item in enumerate(value) if isinstance(item, Module))
+                yield from value.named_modules(f"{prefix}{name}.")
+            for i, item in enumerate(value if isinstance(value, (list, tuple)) else ()):
+                if isinstance(item, Module):
+                    yield from item.named_modules(f"{prefix}{name}.{i}.")
 
-    def named_parameters(self, prefix=""):
-        for name, value in vars(self).items():
-            if isinstance(value, Tensor) and value.requires_grad:
-                yield prefix + name, value
-        for name, child in self._named_children():
-            yield from child.named_parameters(f"{prefix}{name}.")
+    def named_parameters(self):
+        return [(prefix + name, value) for prefix, module in self.named_modules()
+                for name, value in vars(module).items() if isinstance(value, Tensor) and value.requires_grad]
 
     def parameters(self):
         return [parameter for _, parameter in self.named_parameters()]
-
     def zero_grad(self):
         for parameter in self.parameters():
             parameter.grad = None
 
     def train(self, mode=True):
         """Put this module and all inside it in training mode (Dropout active); eval() is train(False)."""
-        self.training = mode
-        for _, child in self._named_children():
-            child.train(mode)
+        for _, module in self.named_modules():
+            module.training = mode
         return self
-
     def eval(self):
         return self.train(False)
 
     def state_dict(self):
         return {name: parameter.data.copy() for name, parameter in self.named_parameters()}
-
     def load_state_dict(self, state):
         """Copy arrays into the parameters of the same names, after checking every name and shape."""
         parameters = dict(self.named_parameters())
@@ -504,9 +509,8 @@ class Module:
             parameter.data = np.array(state[name], dtype=parameter.dtype)
 
 def _uniform_parameter(shape, fan_in):
-    """PyTorch's default initialization: uniform in +-1/sqrt(fan_in). A sum of fan_in inputs so weighted
-    keeps about the inputs' scale, so signals neither vanish nor explode from layer to layer; and random,
-    not equal, weights let the units of a layer learn different features."""
+    """PyTorch's default initialization, uniform in +-1/sqrt(fan_in): a sum of fan_in inputs so weighted keeps
+    their scale, so signals neither vanish nor explode layer after layer; random weights make units differ."""
     bound = 1 / np.sqrt(fan_in)
     return Tensor(_rng.uniform(-bound, bound, shape).astype(np.float32), requires_grad=True)
 
@@ -545,7 +549,6 @@ class Conv2d(Module):
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None):
         self.kernel_size, self.stride = kernel_size, stride
-
     def forward(self, x):
         return max_pool2d(x, self.kernel_size, self.stride)
 
@@ -580,7 +583,6 @@ class Sequential(Module):
     """Layers applied one after another."""
     def __init__(self, *layers):
         self.layers = list(layers)
-
     def forward(self, x):
         for layer in self.layers:
             x = layer(x)
@@ -589,9 +591,8 @@ class Sequential(Module):
 # ---- optimizers: each step moves every parameter against its gradient ----
 class Optimizer:
     def __init__(self, params, lr, weight_decay):
-        if isinstance(params, Module):
-            raise TypeError(f"{type(self).__name__}: pass model.parameters(), not the model itself")
-        self.params, self.lr, self.weight_decay = list(params), lr, weight_decay
+        self.params = list(params.parameters() if isinstance(params, Module) else params)  # SGD(model) works too
+        self.lr, self.weight_decay = lr, weight_decay
         if not self.params:
             raise ValueError(f"{type(self).__name__}: the parameter list is empty; pass model.parameters()")
         if not lr > 0:
@@ -620,9 +621,8 @@ class SGD(Optimizer):
         w -= self.lr * v
 
 class Adam(Optimizer):
-    """Adam, as PyTorch: a step per parameter scaled by running averages of the gradient and its square,
-    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  w = w - lr m' / (sqrt(v') + eps), where
-    m' = m / (1 - b1^t) and v' = v / (1 - b2^t) undo the pull towards the zeros they start from."""
+    """Adam, as PyTorch: m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  w = w - lr m' / (sqrt(v') + eps), where
+    m' = m / (1 - b1^t) and v' = v / (1 - b2^t) undo the pull of these running averages towards their start, 0."""
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr, weight_decay)
         self.betas, self.eps, self.steps = betas, eps, [0] * len(self.params)  # t counts each parameter's steps
@@ -680,9 +680,9 @@ def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_f
             loss = loss_fn(output, yb)
             first_loss = loss.item() if first_loss is None else first_loss
             if not np.isfinite(loss.item()) or first_loss > 0 and loss.item() > 1e3 * first_loss:
-                raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: the loss is {loss.item():.4g} "
-                                      f"(it started at {first_loss:.4g}). The learning rate lr={optimizer.lr:g} is "
-                                      f"the likely cause: try a smaller one, such as lr={optimizer.lr / 10:g}.")
+                raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: loss {loss.item():.4g}, first "
+                                      f"{first_loss:.4g}. The learning rate lr={optimizer.lr:g} is the likely cause: "
+                                      f"try a smaller one, such as lr={optimizer.lr / 10:g}.")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
