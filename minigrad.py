@@ -363,9 +363,9 @@ def _add_windows(window_grads, shape, stride):
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """Slide (out, in, kh, kw) filters over (batch, in, height, width) images, as PyTorch's conv2d does.
-    Each output is one filter's dot product with one image patch: with every patch copied into a row of
+    Each output is one filter's dot product with one image patch: with every patch copied into a column of
     a matrix ("im2col"), the whole convolution is one matrix product with the filters.
-    d/dweight = g^T patches;  d/dx = g filters, each row added back onto its patch ("col2im").
+    d/dweight = g patches^T;  d/dx = filters^T g, each column added back onto its patch ("col2im").
     >>> gradients(lambda x: conv2d(x, Tensor(np.ones((1, 1, 2, 2)))), np.arange(9.).reshape(1, 1, 3, 3))[0].tolist()
     [[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]"""
     x, (out_channels, channels, kh, kw) = _tensor(x, weight.dtype), weight.shape
@@ -377,21 +377,21 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if min(out_h, out_w, stride) < 1 or padding < 0:
         raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} does not fit {x.shape}")
     padded = np.pad(x.data, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x.data
-    patches = _windows(padded, kh, kw, stride).transpose(0, 2, 3, 1, 4, 5).reshape(n * out_h * out_w, -1)
+    # a row per (channel, dy, dx) of a filter, a column per (image, y, x) of the output
+    patches = _windows(padded, kh, kw, stride).transpose(1, 4, 5, 0, 2, 3).reshape(channels * kh * kw, -1)
     filters = weight.data.reshape(out_channels, -1)
-    data = patches @ filters.T
+    data = filters @ patches
     if bias is not None:
-        data += bias.data
-    # a row per (image, y, x), a column per channel: seen as (batch, channels, y, x) without a copy
-    data = data.reshape(n, out_h, out_w, out_channels).transpose(0, 3, 1, 2)
+        data += bias.data[:, None]
+    data = data.reshape(out_channels, n, out_h, out_w).transpose(1, 0, 2, 3)  # (batch, channels, y, x): a view
     def backward(g):
-        g_rows = g.transpose(0, 2, 3, 1).reshape(-1, out_channels)
+        g_cols = g.transpose(1, 0, 2, 3).reshape(out_channels, -1)
         grad_x = None
         if x.requires_grad:  # the input images need no gradient: skip the col2im
-            grad_patches = (g_rows @ filters).reshape(n, out_h, out_w, channels, kh, kw).transpose(0, 3, 1, 2, 4, 5)
+            grad_patches = (filters.T @ g_cols).reshape(channels, kh, kw, n, out_h, out_w).transpose(3, 0, 4, 5, 1, 2)
             grad_x = _add_windows(grad_patches, padded.shape, stride)[:, :, padding:padding + h, padding:padding + w]
-        grad_weight = (g_rows.T @ patches).reshape(weight.shape)
-        return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, g_rows.sum(axis=0))
+        grad_weight = (g_cols @ patches.T).reshape(weight.shape)
+        return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, g_cols.sum(axis=1))
     return Tensor.from_op(data, (x, weight) if bias is None else (x, weight, bias), backward)
 
 def max_pool2d(x, kernel_size, stride=None):
