@@ -86,9 +86,8 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward: no input of this tensor had requires_grad=True (or it was made in no_grad)")
         if grad is None and self.data.size != 1:
-            raise ShapeError(f"backward: the output has shape {self.shape}, not one number: pass grad= "
-                             f"(an array of shape {self.shape}) or reduce the output first, e.g. with .sum()")
-        grad = np.ones_like(self.data) if grad is None else np.asarray(getattr(grad, "data", grad), self.dtype)
+            raise ShapeError(f"backward: output {self.shape} is not one number: pass grad= of its shape, or .sum() it")
+        grad = np.ones_like(self.data) if grad is None else np.array(getattr(grad, "data", grad), self.dtype)
         if grad.shape != self.shape:
             raise ShapeError(f"backward: grad has shape {grad.shape} but the output has shape {self.shape}")
         # each node after its parents: a depth-first walk with its own stack, as 10,000 nested calls would fail
@@ -101,11 +100,13 @@ class Tensor:
                 visited.add(node)
                 stack.append((node, True))
                 stack.extend((p, False) for p in node._parents if p.requires_grad and p not in visited)
-        grads = {self: grad}  # d(self)/d(node) for the nodes reached so far, summed over paths
+        grads, kept = {self: grad}, set()  # d(self)/d(node) for the nodes reached so far, summed over paths
         for node in reversed(order):  # from the output back to the leaves
             g = grads.pop(node)
-            if node._backward is None:
-                node.grad = np.array(g, dtype=node.dtype) if node.grad is None else node.grad + g
+            if node._backward is None:  # a leaf keeps g as its .grad, unless g is a view or kept already: no copy
+                owned = type(g) is np.ndarray and g.base is None and g.dtype == node.dtype and id(g) not in kept
+                node.grad = (g if owned else np.array(g, dtype=node.dtype)) if node.grad is None else node.grad + g
+                kept.add(id(node.grad))
                 continue
             for parent, parent_grad in zip(node._parents, node._backward(g)):
                 if parent.requires_grad:
@@ -579,8 +580,7 @@ class Dropout(Module):
             return x
         return x * ((_rng.random(x.shape, dtype=np.float32) >= self.p) / (1 - self.p))
 
-class Sequential(Module):
-    """Layers applied one after another."""
+class Sequential(Module):  # layers applied one after another
     def __init__(self, *layers):
         self.layers = list(layers)
     def forward(self, x):

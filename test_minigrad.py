@@ -220,6 +220,19 @@ def test_gradients_accumulate_across_two_separate_forward_passes():
     np.testing.assert_allclose(x.grad, 2 * np.array([1.0, -2.0]) + 3)
 
 
+def test_leaves_never_share_a_grad_array_with_each_other_or_with_the_callers_grad():
+    a, b = Tensor([1.0, 2.0], requires_grad=True), Tensor([3.0, 4.0], requires_grad=True)
+    upstream = np.array([1.0, 1.0], dtype=np.float32)
+    (a + b).backward(upstream)
+    a.grad += 10  # changing one gradient in place must not change another, nor the caller's array
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])
+    np.testing.assert_array_equal(upstream, [1.0, 1.0])
+    leaf = Tensor([5.0], requires_grad=True)
+    leaf.backward(upstream[:1])
+    leaf.grad += 1
+    np.testing.assert_array_equal(upstream, [1.0, 1.0])
+
+
 def test_a_chain_of_10000_ops_backpropagates_without_recursion_error():
     x = Tensor(np.array([1.0]), requires_grad=True)
     y = x
