@@ -1,18 +1,32 @@
-"""The behaviour of minigrad, as a specification: every op's derivative, the autodiff engine, the error
-messages, the layers, the optimizers and the training loop (issues 2 and 3).
+"""The behaviour of minigrad and of its demo, as a specification: every op's derivative, the autodiff engine,
+the error messages, the layers, the optimizers and the training loop (issues 2 and 3); then mnist_demo.py:
+getting the data (download, checksum, cache, mirrors, failures), reading IDX files, and the demo run from its
+command line (issue 4).
 
-Derivatives are checked with minigrad.gradcheck (central differences in float64); convolution and
-pooling also against plain-loop reference implementations written out below."""
+Derivatives are checked with minigrad.gradcheck (central differences in float64); convolution and pooling
+also against plain-loop reference implementations written out below. The demo's tests are offline: they
+generate a tiny data set (60 training and 20 test images), serve it from an HTTP server on 127.0.0.1, and put
+its md5s where the demo keeps the published ones (mnist_demo.MD5)."""
 import contextlib
+import gzip
+import hashlib
+import http.server
 import math
 import re
+import socket
+import struct
+import tempfile
+import threading
 import time
+import urllib.request
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import minigrad as mg
+import mnist_demo as demo
 from minigrad import Tensor, gradcheck
 
 NUMPY_MESSAGES = ("operands could not be broadcast", "cannot reshape array", "mismatch in its core dimension")
@@ -1383,3 +1397,390 @@ def test_fit_verbose_false_prints_nothing(capsys):
     model = mlp()
     mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, epochs=1, rng=0, verbose=False)
     assert capsys.readouterr().out == ""
+
+
+# ==== mnist_demo.py ====
+
+TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = demo.FILES
+TINY_SHAPES = {TRAIN_IMAGES: (60, 28, 28), TRAIN_LABELS: (60,), TEST_IMAGES: (20, 28, 28), TEST_LABELS: (20,)}
+
+
+# ---- a tiny data set, and mirrors serving it ----
+
+def idx(array, magic=None):
+    """The bytes of an IDX file holding array (uint8): magic number, one size per dimension, data."""
+    magic = magic if magic is not None else 0x800 + array.ndim
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+@pytest.fixture
+def arrays():
+    """The tiny data set as arrays, by file name: random pixels, labels cycling through 0-9."""
+    rng = np.random.default_rng(0)
+    return {name: rng.integers(0, 256, shape, dtype=np.uint8) if len(shape) == 3 else np.arange(shape[0]) % 10
+            for name, shape in TINY_SHAPES.items()}
+
+
+@pytest.fixture
+def files(arrays):
+    """The tiny data set as the four published .gz files: name -> bytes."""
+    return {name: gzip.compress(idx(array), mtime=0) for name, array in arrays.items()}
+
+
+@pytest.fixture
+def published(files, monkeypatch):
+    """Make the tiny files the published ones, through the tables the demo checks downloads against."""
+    for dataset in ("mnist", "fashion"):
+        monkeypatch.setitem(demo.MD5, dataset, {name: md5(data) for name, data in files.items()})
+    monkeypatch.setattr(demo, "SHAPES", TINY_SHAPES)
+    monkeypatch.setenv("no_proxy", "*")  # 127.0.0.1 directly, even where a proxy is configured
+    return files
+
+
+@pytest.fixture
+def server(published):
+    """An HTTP server on 127.0.0.1 with three mirrors: /good/ serves the files, /corrupt/ serves them with
+    one byte changed, /missing/ answers 404. Yields its address and the list of paths requested."""
+    routes = {}
+    for name, data in published.items():
+        corrupted = bytearray(data)
+        corrupted[len(data) // 2] ^= 0xFF
+        routes[f"/good/{name}"], routes[f"/corrupt/{name}"] = data, bytes(corrupted)
+    requested = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            if self.path not in routes:
+                return self.send_error(404)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(routes[self.path])))
+            self.end_headers()
+            self.wfile.write(routes[self.path])
+
+        def log_message(self, *args):  # keep the test output quiet
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}", requested
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def closed_port_url():
+    """The address of a port on 127.0.0.1 where nothing listens: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to download fails the test."""
+    def urlopen(url, *args, **kwargs):
+        raise AssertionError(f"the demo went to the network for {url}")
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+
+
+def put(folder, files):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+
+
+def listing(folder):
+    return sorted(path.name for path in folder.iterdir())
+
+
+def contents(folder):
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+# ---- download and cache ----
+
+def test_missing_files_are_downloaded_verified_and_cached_under_their_names(tmp_path, server, published, arrays,
+                                                                           capsys):
+    url, requested = server
+    train_images, train_labels, test_images, test_labels = demo.load_dataset("mnist", tmp_path / "data",
+                                                                             [url + "/good/"])
+
+    assert requested == [f"/good/{name}" for name in demo.FILES]
+    assert contents(tmp_path / "data") == published  # and no temporary file left beside them
+    assert train_images.dtype == np.float32 and train_images.shape == (60, 1, 28, 28)
+    assert train_images.min() >= 0 and train_images.max() <= 1
+    np.testing.assert_allclose(train_images[:, 0] * 255, arrays[TRAIN_IMAGES], atol=1e-4)
+    np.testing.assert_allclose(test_images[:, 0] * 255, arrays[TEST_IMAGES], atol=1e-4)
+    np.testing.assert_array_equal(train_labels, arrays[TRAIN_LABELS])
+    np.testing.assert_array_equal(test_labels, arrays[TEST_LABELS])
+    size = len(published[TRAIN_IMAGES])
+    assert f"{size:,} / {size:,} bytes" in capsys.readouterr().out  # the progress line, at its end
+
+
+def test_files_already_there_are_used_without_any_network_access(tmp_path, published, closed_port_url, no_network):
+    put(tmp_path, published)
+    train_images, train_labels, test_images, test_labels = demo.load_dataset("mnist", tmp_path, [closed_port_url])
+    assert train_images.shape == (60, 1, 28, 28) and test_labels.shape == (20,)
+
+
+def test_a_second_run_reuses_the_downloaded_files(tmp_path, server, closed_port_url, capsys):
+    url, requested = server
+    assert demo.main(["--data-dir", str(tmp_path), "--mirror", url + "/good/", "--epochs", "1", "--limit", "20"]) == 0
+    assert len(requested) == 4 and "downloading" in capsys.readouterr().out
+    assert demo.main(["--data-dir", str(tmp_path), "--mirror", closed_port_url, "--epochs", "1", "--limit", "20"]) == 0
+    assert len(requested) == 4 and "downloading" not in capsys.readouterr().out
+
+
+def test_a_read_only_folder_holding_all_files_just_works(tmp_path, published, no_network, monkeypatch):
+    put(tmp_path / "ro", published)
+    (tmp_path / "ro").chmod(0o555)  # refuses writes, except to root: so writing also fails the test below
+    def refuse(*args, **kwargs):
+        raise AssertionError("the demo tried to write into the data folder")
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    try:
+        assert demo.load_dataset("mnist", tmp_path / "ro", [])[0].shape == (60, 1, 28, 28)
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert listing(tmp_path / "ro") == sorted(demo.FILES)
+
+
+def test_a_missing_file_in_a_read_only_folder_says_to_choose_another_data_dir(tmp_path, published, monkeypatch):
+    put(tmp_path, {name: data for name, data in published.items() if name != TEST_LABELS})
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    with pytest.raises(demo.DataError) as error:
+        demo.load_dataset("mnist", tmp_path, ["http://127.0.0.1:9/"])
+    for fragment in [TEST_LABELS, str(tmp_path), "Permission denied", "--data-dir"]:
+        assert fragment in str(error.value)
+
+
+def test_when_the_first_mirror_answers_404_the_next_one_is_used(tmp_path, server, capsys):
+    url, requested = server
+    demo.load_dataset("mnist", tmp_path, [url + "/missing/", url + "/good/"])
+    assert requested[:2] == [f"/missing/{TRAIN_IMAGES}", f"/good/{TRAIN_IMAGES}"]
+    assert listing(tmp_path) == sorted(demo.FILES)
+    assert "HTTP 404" in capsys.readouterr().out
+
+
+def test_a_download_with_the_wrong_checksum_is_discarded_and_the_next_mirror_tried(tmp_path, server, published, capsys):
+    url, requested = server
+    demo.load_dataset("mnist", tmp_path, [url + "/corrupt/", url + "/good/"])
+    assert requested[:2] == [f"/corrupt/{TRAIN_IMAGES}", f"/good/{TRAIN_IMAGES}"]
+    assert contents(tmp_path) == published  # the good copies, and nothing else
+    assert "wrong md5" in capsys.readouterr().out
+
+
+def test_when_every_mirror_fails_the_error_names_the_file_each_url_and_what_to_do(tmp_path, server, closed_port_url,
+                                                                                  capsys):
+    url, _ = server
+    mirrors = [url + "/missing/", url + "/corrupt/", closed_port_url]
+    status = demo.main(["--data-dir", str(tmp_path / "data"), *[f"--mirror={m}" for m in mirrors]])
+    err = capsys.readouterr().err
+
+    assert status != 0
+    assert f"{TRAIN_IMAGES} is missing from {tmp_path / 'data'}" in err
+    assert f"{url}/missing/{TRAIN_IMAGES}: HTTP 404" in err
+    assert f"{url}/corrupt/{TRAIN_IMAGES}: wrong md5" in err
+    assert re.search(re.escape(f"{closed_port_url}{TRAIN_IMAGES}: ") + ".*refused", err)
+    assert "--data-dir" in err and "--mirror" in err
+    assert "Traceback" not in err
+    assert listing(tmp_path / "data") == []  # no file under the final name, no temporary file
+
+
+def test_ctrl_c_during_a_download_leaves_no_file_and_ends_with_one_line(tmp_path, server, monkeypatch, capsys):
+    url, _ = server
+    real_urlopen = urllib.request.urlopen
+    seen_during_download = []
+
+    class Interrupted:
+        """A response that delivers its first chunk, then Ctrl-C arrives."""
+        def __init__(self, response):
+            self.response, self.headers, self.reads = response, response.headers, 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.response.close()
+
+        def read(self, size):
+            self.reads += 1
+            if self.reads == 1:
+                return self.response.read(size)
+            seen_during_download.extend(listing(tmp_path))
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Interrupted(real_urlopen(*a, **k)))
+    status = demo.main(["--data-dir", str(tmp_path), "--mirror", url + "/good/"])
+    err = capsys.readouterr().err
+
+    assert len(seen_during_download) == 1 and seen_during_download[0].endswith(".part")  # never the final name
+    assert status == 130
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err
+    assert listing(tmp_path) == []
+
+
+# ---- reading IDX files ----
+
+def test_a_recompressed_copy_is_accepted_when_its_content_is_valid_and_says_so(tmp_path, published, arrays, capsys,
+                                                                               no_network):
+    recompressed = {name: gzip.compress(idx(arrays[name]), compresslevel=1, mtime=1) for name in demo.FILES}
+    assert all(md5(recompressed[name]) != md5(published[name]) for name in demo.FILES)
+    put(tmp_path, recompressed)
+
+    train_images = demo.load_dataset("mnist", tmp_path, [])[0]
+    out = capsys.readouterr().out
+
+    np.testing.assert_allclose(train_images[:, 0] * 255, arrays[TRAIN_IMAGES], atol=1e-4)
+    for name in demo.FILES:
+        assert len([line for line in out.splitlines() if str(tmp_path / name) in line and "md5" in line]) == 1
+
+
+def test_a_copy_with_another_checksum_and_the_wrong_shape_is_rejected(tmp_path, published, arrays, no_network):
+    put(tmp_path, published)
+    (tmp_path / TRAIN_IMAGES).write_bytes(gzip.compress(idx(arrays[TRAIN_IMAGES][:59])))
+    with pytest.raises(demo.DataError) as error:
+        demo.load_dataset("mnist", tmp_path, [])
+    for fragment in [str(tmp_path / TRAIN_IMAGES), "(59, 28, 28)", "(60, 28, 28)", "delete it"]:
+        assert fragment in str(error.value)
+
+
+def test_the_idx_reader_rejects_a_bad_magic_number_naming_the_file(tmp_path, arrays):
+    path = tmp_path / TRAIN_LABELS
+    path.write_bytes(gzip.compress(idx(arrays[TRAIN_LABELS], magic=0x803)))
+    with pytest.raises(demo.DataError, match=re.escape(f"{path}: magic number 0x00000803, expected 0x00000801")):
+        demo.read_idx(path, "labels")
+
+
+def test_the_idx_reader_rejects_a_truncated_payload_naming_the_file(tmp_path, arrays):
+    path = tmp_path / TEST_IMAGES
+    path.write_bytes(gzip.compress(idx(arrays[TEST_IMAGES])[:-100]))
+    with pytest.raises(demo.DataError, match=re.escape(f"{path}: the header announces 20 x 28 x 28 = 15,680 bytes")
+                       + ".*15,580 follow it: the file is truncated"):
+        demo.read_idx(path, "images")
+
+
+def test_the_idx_reader_rejects_a_cut_gzip_stream_naming_the_file(tmp_path, files):
+    path = tmp_path / TEST_IMAGES
+    path.write_bytes(files[TEST_IMAGES][:-100])
+    with pytest.raises(demo.DataError, match=re.escape(f"{path}: damaged gzip data")):
+        demo.read_idx(path, "images")
+
+
+def test_the_idx_reader_also_reads_uncompressed_files(tmp_path, arrays):
+    (tmp_path / "labels").write_bytes(idx(arrays[TEST_LABELS]))
+    np.testing.assert_array_equal(demo.read_idx(tmp_path / "labels", "labels"), arrays[TEST_LABELS])
+
+
+def test_image_and_label_counts_must_agree(tmp_path, published, arrays, monkeypatch, no_network):
+    short_labels = gzip.compress(idx(arrays[TEST_LABELS][:19]))
+    put(tmp_path, {**published, TEST_LABELS: short_labels})
+    monkeypatch.setitem(demo.MD5["mnist"], TEST_LABELS, md5(short_labels))  # a genuine file of the wrong count
+    with pytest.raises(demo.DataError, match=re.escape(f"{tmp_path / TEST_LABELS}: 19 labels for 20 images")):
+        demo.load_dataset("mnist", tmp_path, [])
+
+
+# ---- the demo from the command line ----
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_the_demo_downloads_trains_reports_and_saves_end_to_end(model, tmp_path, server, arrays, capsys):
+    url, _ = server
+    status = demo.main(["--data-dir", str(tmp_path / "data"), "--mirror", url + "/good/", "--model", model,
+                        "--epochs", "1", "--limit", "40", "--batch-size", "20", "--save", str(tmp_path / "w.npz")])
+    out = capsys.readouterr().out
+
+    assert status == 0
+    assert f"Training the {model.upper()} on 40 mnist images for 1 epoch " in out
+    assert re.search(r"\nTest accuracy: \d+\.\d\d% \(\d+ of 20 test images\); total time \d+ s\n", out)
+    assert re.search(r"#0 (right|WRONG) +#1 (right|WRONG)", out)  # the examples, side by side
+    assert "true      0" in out and "true      1" in out
+    for line in demo.draw(arrays[TEST_IMAGES][0].astype(np.float32) / 255):  # as the demo converts it
+        assert line.rstrip() in out
+    saved = np.load(tmp_path / "w.npz")
+    fresh = demo.make_model(model)
+    assert sorted(saved.files) == sorted(fresh.state_dict()) and len(saved.files) >= 4
+    fresh.load_state_dict(dict(saved))
+
+
+def test_fashion_uses_its_class_names(tmp_path, server, capsys):
+    url, _ = server
+    assert demo.main(["--dataset", "fashion", "--data-dir", str(tmp_path), "--mirror", url + "/good/",
+                      "--epochs", "1", "--limit", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "true      T-shirt/top" in out and "true      Trouser" in out
+
+
+def test_the_examples_include_a_mistake_when_there_is_one(capsys):
+    labels = np.arange(20) % 10
+    predictions = labels.copy()
+    predictions[15] = 7
+    demo.show_examples(np.zeros((20, 1, 28, 28), np.float32), labels, predictions, demo.CLASSES["fashion"])
+    out = capsys.readouterr().out
+    assert "(1 of the 20 are misclassified)" in out
+    assert "#0 right" in out and "#15 WRONG" in out
+    assert "predicted Sneaker" in out and "true      Sandal" in out
+
+
+def test_a_too_large_learning_rate_ends_with_the_divergence_message(tmp_path, server, capsys):
+    url, _ = server
+    status = demo.main(["--data-dir", str(tmp_path), "--mirror", url + "/good/", "--lr", "1e6", "--epochs", "5",
+                        "--batch-size", "10"])
+    captured = capsys.readouterr()
+    assert status != 0
+    assert re.search(r"^error: .*diverged.*lr=1e\+06", captured.err, re.MULTILINE)
+    assert "Traceback" not in captured.err and "Test accuracy" not in captured.out
+
+
+def test_by_default_data_goes_next_to_the_script_and_comes_from_the_published_mirrors():
+    here = Path(demo.__file__).resolve().parent
+    mnist, fashion = demo.parse_args([]), demo.parse_args(["--dataset", "fashion"])
+    assert mnist.data_dir == here / "data" / "mnist" and fashion.data_dir == here / "data" / "fashion-mnist"
+    assert mnist.mirror == ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+                            "https://storage.googleapis.com/cvdf-datasets/mnist/", "http://yann.lecun.com/exdb/mnist/"]
+    assert fashion.mirror == ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
+    assert demo.parse_args(["--mirror", "a", "--mirror", "b"]).mirror == ["a", "b"]  # replaces the list
+
+
+def test_the_published_checksums_are_those_torchvision_checks():
+    assert list(demo.MD5["mnist"].values()) == [
+        "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+        "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"]
+    assert list(demo.MD5["fashion"].values()) == [
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+        "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"]
+    assert list(demo.MD5["mnist"]) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                       "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit:
+        demo.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit.value.code == 0
+    for option in ["--dataset", "--data-dir", "--mirror", "--model", "--epochs", "--batch-size", "--lr", "--seed",
+                   "--limit", "--save"]:
+        assert re.search(rf"^  {option}\b", out, re.MULTILINE), f"{option} is not in the help"
+    for explanation in ["data/mnist", "several times", "784-512-256-10", "passes over", "first N", "state_dict"]:
+        assert explanation in " ".join(out.split()), f"the help does not say {explanation!r}"
+
+
+def test_saving_into_a_missing_folder_is_refused_before_any_work(tmp_path, no_network, capsys):
+    with pytest.raises(SystemExit) as exit:
+        demo.main(["--data-dir", str(tmp_path), "--save", str(tmp_path / "nowhere" / "w.npz")])
+    assert exit.value.code == 2
+    assert f"the folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+
+
+def test_numbers_that_must_be_positive_are_checked(capsys):
+    for option, value in [("--epochs", "0"), ("--batch-size", "-1"), ("--lr", "0"), ("--limit", "0")]:
+        with pytest.raises(SystemExit):
+            demo.main([option, value])
+        assert f"{option}: must be positive, got {value}" in capsys.readouterr().err
