@@ -33,9 +33,8 @@ class Tensor:
 
     def __init__(self, data, requires_grad=False, dtype=None):
         data = data.data if isinstance(data, Tensor) else data
-        if dtype is None and not (isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind == "f"):
-            dtype = np.float32
-        self.data = np.asarray(data, dtype=dtype)
+        keep_dtype = dtype is None and isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind == "f"
+        self.data = np.asarray(data, dtype=None if keep_dtype else dtype or np.float32)
         self.requires_grad, self.grad = requires_grad, None
         # the tensors this one was computed from, and the closure from g to their gradients (None: a leaf)
         self._parents, self._backward = (), None
@@ -352,20 +351,21 @@ def gradients(fn, *inputs):
 
 # ---- the ops of network layers ----
 def _windows(images, kh, kw, stride):
-    """Each kh x kw window a filter or pool visits, as a (batch, channels, out_h, out_w, kh, kw) view: no copy."""
-    return np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    """The kh x kw windows a filter or pool visits in (batch, channels, h, w) images, as a view (no copy) of
+    shape (kh, kw, batch, channels, out_h, out_w): windows[i, j] is the plane of pixels at offset (i, j)."""
+    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    return windows.transpose(4, 5, 0, 1, 2, 3)
 
 def _add_windows(window_grads, shape, stride):
-    """The way back from _windows ("col2im"): add each window's gradient onto the pixels it covered."""
-    grad, (out_h, out_w, kh, kw) = np.zeros(shape, window_grads.dtype), window_grads.shape[2:]
-    for i, j in np.ndindex(kh, kw):  # one strided slice per kernel offset, rather than a loop over pixels
-        grad[:, :, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += window_grads[..., i, j]
+    """The way back from _windows ("col2im"): add the gradient of each window pixel onto the pixel it was."""
+    grad, (kh, kw, _, _, out_h, out_w) = np.zeros(shape, window_grads.dtype), window_grads.shape
+    for i, j in np.ndindex(kh, kw):  # a plane per kernel offset, rather than a loop over pixels
+        grad[:, :, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += window_grads[i, j]
     return grad
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """Slide (out, in, kh, kw) filters over (batch, in, height, width) images, as PyTorch's conv2d does.
-    Each output is one filter's dot product with one image patch: with every patch copied into a column of
-    a matrix ("im2col"), the whole convolution is one matrix product with the filters.
+    """Slide (out, in, kh, kw) filters over (batch, in, height, width) images, as PyTorch's conv2d: with each
+    image patch copied into a column of a matrix ("im2col"), all the dot products are one matrix product.
     d/dweight = g patches^T;  d/dx = filters^T g, each column added back onto its patch ("col2im").
     >>> gradients(lambda x: conv2d(x, Tensor(np.ones((1, 1, 2, 2)))), np.arange(9.).reshape(1, 1, 3, 3))[0].tolist()
     [[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]"""
@@ -379,7 +379,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} does not fit {x.shape}")
     padded = np.pad(x.data, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x.data
     # a row per (channel, dy, dx) of a filter, a column per (image, y, x) of the output
-    patches = _windows(padded, kh, kw, stride).transpose(1, 4, 5, 0, 2, 3).reshape(channels * kh * kw, -1)
+    patches = _windows(padded, kh, kw, stride).transpose(3, 0, 1, 2, 4, 5).reshape(channels * kh * kw, -1)
     filters = weight.data.reshape(out_channels, -1)
     data = filters @ patches
     if bias is not None:
@@ -389,7 +389,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         g_cols = g.transpose(1, 0, 2, 3).reshape(out_channels, -1)
         grad_x = None
         if x.requires_grad:  # the input images need no gradient: skip the col2im
-            grad_patches = (filters.T @ g_cols).reshape(channels, kh, kw, n, out_h, out_w).transpose(3, 0, 4, 5, 1, 2)
+            grad_patches = (filters.T @ g_cols).reshape(channels, kh, kw, n, out_h, out_w).transpose(1, 2, 3, 0, 4, 5)
             grad_x = _add_windows(grad_patches, padded.shape, stride)[:, :, padding:padding + h, padding:padding + w]
         grad_weight = (g_cols @ patches.T).reshape(weight.shape)
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, g_cols.sum(axis=1))
@@ -405,12 +405,15 @@ def max_pool2d(x, kernel_size, stride=None):
         raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) with each side "
                          f"at least kernel_size={k} >= 1, and stride={stride} >= 1")
     windows = _windows(x.data, k, k, stride)
-    flat_windows = windows.reshape(windows.shape[:4] + (k * k,))
-    winner = flat_windows.argmax(axis=-1)
+    planes = windows.reshape((k * k,) + windows.shape[2:])  # a copy, a plane per window position
+    data = planes.max(axis=0)  # k * k - 1 elementwise maxima of whole planes: fast
     def backward(g):
-        window_grads = (np.arange(k * k) == winner[..., None]) * g[..., None]  # g at each window's maximum
-        return (_add_windows(window_grads.reshape(windows.shape), x.shape, stride),)
-    return Tensor.from_op(flat_windows.max(axis=-1), (x,), backward)
+        is_max, taken = planes == data, np.zeros(data.shape, bool)
+        for plane in is_max:  # on a tie only the first maximum gets g, as in PyTorch
+            plane &= ~taken
+            taken |= plane
+        return (_add_windows((is_max * g).reshape(windows.shape), x.shape, stride),)
+    return Tensor.from_op(data, (x,), backward)
 
 # ---- losses ----
 def cross_entropy(logits, targets):
@@ -468,8 +471,7 @@ class Module:
         return f"{type(self).__name__}({', '.join(settings)})"
 
     def named_modules(self, prefix=""):
-        """(name, module) for this module and every module inside it: ("", model), ("layers.0.", ...), ..."""
-        yield prefix, self
+        yield prefix, self  # this module, then every module inside it, named like "layers.0."
         for name, value in vars(self).items():
             if isinstance(value, Module):
                 yield from value.named_modules(f"{prefix}{name}.")
@@ -540,9 +542,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.stride, self.padding = stride, padding
-        fan_in = in_channels * kernel_size * kernel_size
-        self.weight = _uniform_parameter((out_channels, in_channels, kernel_size, kernel_size), fan_in)
-        self.bias = _uniform_parameter((out_channels,), fan_in) if bias else None
+        self.weight = _uniform_parameter((out_channels, in_channels, kernel_size, kernel_size), in_channels * kernel_size**2)
+        self.bias = _uniform_parameter((out_channels,), in_channels * kernel_size**2) if bias else None
 
     def forward(self, x):
         return conv2d(x, self.weight, self.bias, self.stride, self.padding)
@@ -576,9 +577,8 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        return x * ((_rng.random(x.shape, dtype=np.float32) >= self.p) / (1 - self.p))
+        keep = _rng.random(x.shape, dtype=np.float32) >= self.p if self.training and self.p else None
+        return x if keep is None else x * (keep / (1 - self.p))
 
 class Sequential(Module):  # layers applied one after another
     def __init__(self, *layers):
