@@ -511,10 +511,10 @@ class Module:
         for name, parameter in parameters.items():
             parameter.data = np.array(state[name], dtype=parameter.dtype)
 
-def _uniform_parameter(shape, fan_in):
+def _uniform_parameter(shape, fan_in=None):
     """PyTorch's default initialization, uniform in +-1/sqrt(fan_in): a sum of fan_in inputs so weighted keeps
     their scale, so signals neither vanish nor explode layer after layer; random weights make units differ."""
-    bound = 1 / np.sqrt(fan_in)
+    bound = 1 / np.sqrt(fan_in or np.prod(shape[1:]))  # fan_in: the inputs of each output, by default
     return Tensor(_rng.uniform(-bound, bound, shape).astype(np.float32), requires_grad=True)
 
 class Linear(Module):
@@ -522,7 +522,7 @@ class Linear(Module):
     rather than three (matmul, transpose, add), for speed.  d/dx = g weight, d/dweight = g^T x, d/dbias = sum(g)."""
     def __init__(self, in_features, out_features, bias=True):
         self.in_features, self.out_features = in_features, out_features
-        self.weight = _uniform_parameter((out_features, in_features), in_features)
+        self.weight = _uniform_parameter((out_features, in_features))
         self.bias = _uniform_parameter((out_features,), in_features) if bias else None
 
     def forward(self, x):
@@ -542,7 +542,7 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.stride, self.padding = stride, padding
-        self.weight = _uniform_parameter((out_channels, in_channels, kernel_size, kernel_size), in_channels * kernel_size**2)
+        self.weight = _uniform_parameter((out_channels, in_channels, kernel_size, kernel_size))
         self.bias = _uniform_parameter((out_channels,), in_channels * kernel_size**2) if bias else None
 
     def forward(self, x):
