@@ -184,7 +184,7 @@ class Tensor:
             data = a @ b
         except ValueError:
             raise ShapeError(f"matmul: {self.shape} @ {other.shape}: the batch axes do not broadcast") from None
-        return Tensor.from_op(data, (self, other), lambda g: (  # skip a product no one needs: inputs' own
+        return Tensor.from_op(data, (self, other), lambda g: (  # skip the product for an input needing none
             g @ b.swapaxes(-1, -2) if self.requires_grad else None,
             a.swapaxes(-1, -2) @ g if other.requires_grad else None))
 
