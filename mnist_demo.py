@@ -3,6 +3,7 @@
     python mnist_demo.py                     # an MLP on MNIST (downloads 11 MB once, trains in a minute)
     python mnist_demo.py --model cnn         # a small convolutional network: slower, more accurate
     python mnist_demo.py --dataset fashion   # Fashion-MNIST: photos of clothes, a harder problem
+    python mnist_demo.py --plot run.png      # also draw the training curves and the mistakes (needs matplotlib)
     python mnist_demo.py --help              # every option
 
 The four data files are kept in data/mnist (or data/fashion-mnist) next to this script. Point --data-dir
@@ -52,6 +53,7 @@ CLASSES = {
     "fashion": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                 "Ankle boot"],
 }
+NAMES = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}
 FOLDERS = {"mnist": "mnist", "fashion": "fashion-mnist"}  # under data/ next to this script, by default
 MAGIC = {"labels": 0x00000801, "images": 0x00000803}  # IDX: unsigned bytes (0x08), in 1 or 3 dimensions
 TIMEOUT = 30  # seconds without an answer before a mirror counts as down
@@ -257,6 +259,47 @@ def show_examples(images, labels, predictions, classes, count=4, mistakes=2):
         print()
 
 
+def plot(path, history, images, labels, predictions, classes, title, count=16):
+    """Save one PNG figure at path: loss and accuracy per epoch (train and test) above the first count
+    misclassified test images, each with its predicted and true class."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # rather than pyplot: no window, no display, no global state
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    figure = Figure(figsize=(10, 8), layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.suptitle(title, fontsize="x-large")
+    curves, grid = figure.subfigures(2, 1, height_ratios=[1.1, 1])
+    epochs = [record["epoch"] for record in history]
+    loss, accuracy = curves.subplots(1, 2)
+    for axes, key, name in [(loss, "loss", "Loss (cross-entropy)"), (accuracy, "acc", "Accuracy")]:
+        # fit measures the training set while it learns, with dropout on: early on, train trails test
+        axes.plot(epochs, [record["train_" + key] for record in history], "o-", label="train (during the epoch)")
+        axes.plot(epochs, [record["val_" + key] for record in history], "o-", label="test")
+        axes.set(title=name + " per epoch", xlabel="epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        axes.legend()
+    accuracy.yaxis.set_major_formatter(PercentFormatter(1))
+    wrong = np.flatnonzero(predictions != labels)
+    grid.suptitle(f"The first {min(count, len(wrong))} of the {len(wrong):,} misclassified test images: "
+                  f"predicted (true)", fontsize="large")
+    for n, axes in enumerate(grid.subplots(2, count // 2).flat):
+        axes.set_axis_off()
+        if n < len(wrong):
+            i = wrong[n]
+            axes.imshow(images[i, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            axes.set_title(f"{classes[predictions[i]]}\n({classes[labels[i]]})", fontsize="medium")
+    # Drawn under another name, then renamed: never a half-written picture under the final name. Not with
+    # tempfile, whose files only their owner may read.
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")
+    try:
+        figure.savefig(part, format="png", dpi=100)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 # ---- the command line ----
 
 def positive(kind):
@@ -301,9 +344,21 @@ def parse_args(argv):
     parser.add_argument("--save", type=Path, metavar="FILE.npz",
                         help="save the trained weights (the model's state_dict) with numpy.savez; load them with "
                              "model.load_state_dict(dict(numpy.load(FILE)))")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png",
+                        help="save a figure: loss and accuracy per epoch (train and test), and misclassified test "
+                             "images with their predicted and true classes; needs matplotlib "
+                             "(pip install \".[plot]\")")
     args = parser.parse_args(argv)
-    if args.save and not args.save.resolve().parent.is_dir():  # better now than after the training
-        parser.error(f"--save {args.save}: the folder {args.save.resolve().parent} does not exist")
+    # Checked now rather than after minutes of download and training:
+    for option, file in [("--save", args.save), ("--plot", args.plot)]:
+        if file and not file.resolve().parent.is_dir():
+            parser.error(f"{option} {file}: the folder {file.resolve().parent} does not exist")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401 (plot imports what it draws with)
+        except ImportError:
+            parser.exit(1, 'error: --plot needs matplotlib, which is not installed: pip install ".[plot]" in '
+                           'minigrad\'s folder, or pip install matplotlib\n')
     for option, value in DEFAULTS[args.model].items():
         if getattr(args, option) is None:
             setattr(args, option, value)
@@ -321,17 +376,22 @@ def run(args):
     epochs = f"{args.epochs} epoch" + "s" * (args.epochs > 1)
     print(f"Training the {args.model.upper()} on {len(train_images):,} {args.dataset} images for {epochs} (Adam, "
           f"lr {args.lr:g}, batches of {args.batch_size}); validation: the {len(test_images):,} test images")
-    fit(model, Adam(model.parameters(), lr=args.lr), train_images, train_labels, epochs=args.epochs,
-        batch_size=args.batch_size, validation=(test_images, test_labels), rng=args.seed)
+    history = fit(model, Adam(model.parameters(), lr=args.lr), train_images, train_labels, epochs=args.epochs,
+                  batch_size=args.batch_size, validation=(test_images, test_labels), rng=args.seed)
     predictions = predict(model, test_images)
-    correct = int((predictions == test_labels).sum())
+    correct, seconds = int((predictions == test_labels).sum()), time.perf_counter() - start
     print(f"\nTest accuracy: {correct / len(test_labels):.2%} ({correct:,} of {len(test_labels):,} test images); "
-          f"total time {time.perf_counter() - start:.0f} s")
+          f"total time {seconds:.0f} s")
     show_examples(test_images, test_labels, predictions, CLASSES[args.dataset])
     if args.save:
         with open(args.save, "wb") as file:  # a file, not a name: savez would append .npz to other names
             np.savez(file, **model.state_dict())
         print(f"Saved the weights to {args.save}")
+    if args.plot:
+        plot(args.plot, history, test_images, test_labels, predictions, CLASSES[args.dataset],
+             f"{args.model.upper()} on {NAMES[args.dataset]}: {correct / len(test_labels):.2%} test accuracy "
+             f"after {epochs} ({seconds:.0f} s)")
+        print(f"Saved the figure to {args.plot}")
     return 0
 
 

@@ -15,6 +15,7 @@ import math
 import re
 import socket
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -1766,17 +1767,20 @@ def test_help_explains_every_option(capsys):
     out = capsys.readouterr().out
     assert exit.value.code == 0
     for option in ["--dataset", "--data-dir", "--mirror", "--model", "--epochs", "--batch-size", "--lr", "--seed",
-                   "--limit", "--save"]:
+                   "--limit", "--save", "--plot"]:
         assert re.search(rf"^  {option}\b", out, re.MULTILINE), f"{option} is not in the help"
-    for explanation in ["data/mnist", "several times", "784-512-256-10", "passes over", "first N", "state_dict"]:
+    for explanation in ["data/mnist", "several times", "784-512-256-10", "passes over", "first N", "state_dict",
+                        'pip install ".[plot]"']:
         assert explanation in " ".join(out.split()), f"the help does not say {explanation!r}"
 
 
-def test_saving_into_a_missing_folder_is_refused_before_any_work(tmp_path, no_network, capsys):
+@pytest.mark.parametrize("option", ["--save", "--plot"])
+def test_saving_into_a_missing_folder_is_refused_before_any_work(option, tmp_path, no_network, capsys):
     with pytest.raises(SystemExit) as exit:
-        demo.main(["--data-dir", str(tmp_path), "--save", str(tmp_path / "nowhere" / "w.npz")])
+        demo.main(["--data-dir", str(tmp_path), option, str(tmp_path / "nowhere" / "file")])
     assert exit.value.code == 2
-    assert f"the folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    assert f"{option} {tmp_path / 'nowhere' / 'file'}: the folder {tmp_path / 'nowhere'} does not exist" in \
+        capsys.readouterr().err
 
 
 def test_numbers_that_must_be_positive_are_checked(capsys):
@@ -1784,3 +1788,52 @@ def test_numbers_that_must_be_positive_are_checked(capsys):
         with pytest.raises(SystemExit):
             demo.main([option, value])
         assert f"{option}: must be positive, got {value}" in capsys.readouterr().err
+
+
+# ---- the picture (--plot) ----
+
+def test_plot_saves_a_png_of_the_curves_and_the_mistakes(tmp_path, server, monkeypatch, capsys):
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.figure
+    url, _ = server
+    drawn = []  # the figure, to read its titles back
+    real_savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda figure, *args, **kwargs: drawn.append(figure) or real_savefig(figure, *args, **kwargs))
+    path = tmp_path / "pictures" / "run.png"
+    path.parent.mkdir()
+    status = demo.main(["--dataset", "fashion", "--data-dir", str(tmp_path / "data"), "--mirror", url + "/good/",
+                        "--epochs", "2", "--limit", "40", "--batch-size", "20", "--plot", str(path)])
+    out = capsys.readouterr().out
+
+    assert status == 0 and f"Saved the figure to {path}" in out
+    png = path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width >= 300 and height >= 300 and len(png) > 10_000
+    assert listing(path.parent) == ["run.png"]  # the temporary file was renamed, not left beside it
+
+    titles = [axes.get_title() for axes in drawn[0].get_axes()]
+    assert titles[:2] == ["Loss (cross-entropy) per epoch", "Accuracy per epoch"]
+    wrong = int(re.search(r"\((\d+) of the 20 are misclassified\)", out)[1])
+    digits = [title for title in titles[2:] if title]
+    assert len(digits) == min(16, wrong) > 0
+    name = "|".join(map(re.escape, demo.CLASSES["fashion"]))
+    for title in digits:  # predicted, then (true): class names, not numbers
+        predicted, true = re.fullmatch(rf"({name})\n\(({name})\)", title).groups()
+        assert predicted != true
+
+
+def test_plot_without_matplotlib_says_how_to_install_it_before_any_work(tmp_path, no_network, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an import finds when it is not installed
+    def train(*args, **kwargs):
+        raise AssertionError("the demo trained a network it could not plot")
+    monkeypatch.setattr(demo, "fit", train)
+    with pytest.raises(SystemExit) as exit:
+        demo.main(["--data-dir", str(tmp_path), "--plot", str(tmp_path / "run.png")])
+    err = capsys.readouterr().err
+
+    assert exit.value.code not in (0, None)
+    assert len(err.strip().splitlines()) == 1
+    assert "matplotlib" in err and 'pip install ".[plot]"' in err and "pip install matplotlib" in err
+    assert listing(tmp_path) == []
