@@ -145,6 +145,7 @@ def download(name, data_dir, mirrors, md5):
                     f"  or get the four files ({', '.join(FILES)}) some other way and put them in {data_dir}, "
                     f"or point --data-dir at the folder that has them;\n"
                     f"  or name a mirror that has them with --mirror URL (repeatable).")
+        os.chmod(part.name, 0o644)  # tempfile makes it private; a data set is for everyone on the machine
         os.replace(part.name, data_dir / name)
     finally:
         Path(part.name).unlink(missing_ok=True)  # gone already if the rename happened
