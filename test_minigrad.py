@@ -1400,6 +1400,23 @@ def test_fit_verbose_false_prints_nothing(capsys):
     assert capsys.readouterr().out == ""
 
 
+
+def test_the_readmes_map_of_minigrad_py_matches_the_file():
+    """README's "How to read minigrad.py" table: its ranges cover the file in order, and each names a thing
+    (its first `code`) that is defined or written in that range."""
+    readme = (Path(__file__).parent / "README.md").read_text()
+    lines = (Path(__file__).parent / "minigrad.py").read_text().splitlines()
+    rows = re.findall(r"^\| (\d+)-(\d+) \| [^|`]*`([^`]+)`", readme, re.M)
+    assert len(rows) >= 8
+    expected_start = 1
+    for start, end, name in rows:
+        start, end = int(start), int(end)
+        assert start == expected_start, f"the section naming {name!r} should start at line {expected_start}"
+        assert any(name in line for line in lines[start - 1:end]), f"{name!r} is not in lines {start}-{end}"
+        expected_start = end + 1
+    assert expected_start == len(lines) + 1, "the last section should end at the last line"
+
+
 # ==== mnist_demo.py ====
 
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = demo.FILES
