@@ -4,8 +4,8 @@ backward(), the differentiable ops, no_grad and gradcheck, layer ops, losses, la
 The design rule: every op computes its result and, right beside it, a `backward` closure that turns g,
 the gradient of the loss with respect to the op's output, into the gradients with respect to its inputs
 (g times the op's local derivative). Tensor.backward() calls these closures from the loss back to the
-parameters: that is the chain rule, and all there is to reverse-mode autodiff. Each op's docstring states
-its derivative and shows it on small numbers with gradients(), which checks it with gradcheck first."""
+parameters: that is the chain rule, and all there is to reverse-mode autodiff. Each op's docstring states its
+derivative and shows it with gradients(fn, *inputs), defined below the ops: d fn(...).sum() / d each input."""
 import contextlib
 import time
 
@@ -23,7 +23,7 @@ def _unbroadcast(grad, shape):
     grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
     return grad.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
 
-def _tensor(x, dtype=None):
+def _tensor(x, dtype=None):  # a number or an array as a constant Tensor (no gradient), e.g. the 2 in a * 2
     return x if isinstance(x, Tensor) else Tensor(x, dtype=dtype)
 
 class Tensor:
@@ -99,13 +99,13 @@ class Tensor:
                 visited.add(node)
                 stack.append((node, True))
                 stack.extend((p, False) for p in node._parents if p.requires_grad and p not in visited)
-        grads, kept = {self: grad}, set()  # d(self)/d(node) for the nodes reached so far, summed over paths
+        grads, stored = {self: grad}, set()  # d(self)/d(node) for the nodes reached so far, summed over paths
         for node in reversed(order):  # from the output back to the leaves
             g = grads.pop(node)
-            if node._backward is None:  # a leaf keeps g as its .grad, unless g is a view or kept already: no copy
-                owned = type(g) is np.ndarray and g.base is None and g.dtype == node.dtype and id(g) not in kept
+            if node._backward is None:  # a leaf: .grad = a copy of g, or g itself if no one else can change it
+                owned = type(g) is np.ndarray and g.base is None and g.dtype == node.dtype and id(g) not in stored
                 node.grad = (g if owned else np.array(g, dtype=node.dtype)) if node.grad is None else node.grad + g
-                kept.add(id(node.grad))
+                stored.add(id(node.grad))
                 continue
             for parent, parent_grad in zip(node._parents, node._backward(g)):
                 if parent.requires_grad:
@@ -202,7 +202,7 @@ class Tensor:
         >>> gradients(Tensor.mean, [2., 4., 6., 8.])
         [array([0.25, 0.25, 0.25, 0.25], dtype=float32)]"""
         total = self.sum(axis, keepdims)
-        return total * (total.data.size / self.data.size)
+        return total * (total.data.size / self.data.size)  # times 1/n
 
     def max(self, axis=None, keepdims=False):
         """Maximum over axis (int, tuple, None: all).  d/da_i = 1 at the maximum (ties share it), else 0.
@@ -235,7 +235,7 @@ class Tensor:
             data = self.data.transpose(axes or None)
         except ValueError:
             raise ShapeError(f"transpose: {axes} is not an order of the {self.ndim} axes of {self.shape}") from None
-        undo = np.argsort([a % self.ndim for a in axes]) if axes else None
+        undo = np.argsort([a % self.ndim for a in axes]) if axes else None  # argsort inverts a permutation
         return Tensor.from_op(data, (self,), lambda g: (g.transpose(undo),))
 
     def __getitem__(self, index):
@@ -366,8 +366,8 @@ def _add_windows(window_grads, shape, stride):
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """Slide (out, in, kh, kw) filters over (batch, in, height, width) images, as PyTorch's conv2d: with each
     image patch copied into a column of a matrix ("im2col"), all the dot products are one matrix product.
-    d/dweight = g patches^T;  d/dx = filters^T g, each column added back onto its patch ("col2im").
-    >>> gradients(lambda x: conv2d(x, Tensor(np.ones((1, 1, 2, 2)))), np.arange(9.).reshape(1, 1, 3, 3))[0].tolist()
+    d/dweight = g patches^T;  d/dx = filters^T g, each column added back onto its patch ("col2im"); d/dx below.
+    >>> gradients(conv2d, np.arange(9.).reshape(1, 1, 3, 3), np.ones((1, 1, 2, 2)), [0.])[0].tolist()
     [[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]"""
     x, (out_channels, channels, kh, kw) = _tensor(x, weight.dtype), weight.shape
     if x.ndim != 4 or x.shape[1] != channels or bias is not None and bias.shape != (out_channels,):
@@ -606,7 +606,7 @@ class Optimizer:
         for i, parameter in enumerate(self.params):
             if parameter.grad is not None:  # weight decay adds the gradient of weight_decay/2 * w^2
                 grad = parameter.grad + self.weight_decay * parameter.data if self.weight_decay else parameter.grad
-                self.update(i, parameter.data, grad)
+                self.update(i, parameter.data, grad)  # the subclass's rule, changing the weights in place
 
 class SGD(Optimizer):
     """Gradient descent with momentum, as PyTorch computes it: v = momentum v + g;  w = w - lr v."""
@@ -631,7 +631,7 @@ class Adam(Optimizer):
     def update(self, i, w, g):
         (b1, b2), m, v = self.betas, self.m[i], self.v[i]
         self.steps[i] += 1
-        m += (1 - b1) * (g - m)
+        m += (1 - b1) * (g - m)  # m = b1 m + (1 - b1) g, in place
         v += (1 - b2) * (g * g - v)
         w -= self.lr * (m / (1 - b1 ** self.steps[i])) / (np.sqrt(v / (1 - b2 ** self.steps[i])) + self.eps)
 
@@ -671,7 +671,7 @@ def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_f
     >>> fit(model, SGD(model.parameters(), lr=0.5), X, y, epochs=5, verbose=False)[-1]["train_acc"]
     1.0"""
     loss_fn, rng = loss_fn or cross_entropy, _rng if rng is None else np.random.default_rng(rng)
-    history, first_loss, steps = [], None, -(-len(X) // batch_size)
+    history, first_loss, steps = [], None, -(-len(X) // batch_size)  # steps: batches an epoch, rounded up
     for epoch in range(1, epochs + 1):
         start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
         model.train()
