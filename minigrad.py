@@ -678,23 +678,23 @@ def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_f
         for step, (xb, yb) in enumerate(batches(X, y, batch_size, rng=rng), 1):
             output = model(Tensor(xb))
             loss = loss_fn(output, yb)
-            first_loss = loss.item() if first_loss is None else first_loss
-            if not np.isfinite(loss.item()) or first_loss > 0 and loss.item() > 1e3 * first_loss:
-                raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: loss {loss.item():.4g}, first "
+            value = loss.item()
+            first_loss = value if first_loss is None else first_loss
+            if not np.isfinite(value) or first_loss > 0 and value > 1e3 * first_loss:
+                raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: loss {value:.4g}, first "
                                       f"{first_loss:.4g}. The learning rate lr={optimizer.lr:g} is the likely cause: "
                                       f"try a smaller one, such as lr={optimizer.lr / 10:g}.")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total_loss, seen = total_loss + loss.item() * len(xb), seen + len(xb)
+            total_loss, seen = total_loss + value * len(xb), seen + len(xb)
             correct += int((output.data.argmax(axis=1) == yb).sum()) if output.ndim == 2 else 0
             if verbose and (step % max(1, steps // 50) == 0 or step == steps):  # about 50 updates an epoch
                 print(f"\repoch {epoch}/{epochs} batch {step}/{steps} loss {total_loss / seen:.4f}", end="", flush=True)
         record = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen}
         if validation is not None:
             record["val_loss"], record["val_acc"] = evaluate(model, *validation, loss_fn=loss_fn)
-        record["seconds"] = time.perf_counter() - start
-        history.append(record)
+        history.append(dict(record, seconds=time.perf_counter() - start))
         if verbose:
-            print("\r" + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            print("\r" + "  ".join(f"{k} {v:.4f}" if type(v) is float else f"{k} {v}" for k, v in history[-1].items()))
     return history
