@@ -23,6 +23,12 @@ def _unbroadcast(grad, shape):
     grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
     return grad.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
 
+def _brief(array):
+    """An array in a few characters: its numbers if there are at most 4, else its norm."""
+    if array.size <= 4:
+        return np.array2string(array.ravel(), precision=4, separator=", ")
+    return f"norm {np.linalg.norm(array):.4g}"
+
 def _tensor(x, dtype=None):  # a number or an array as a constant Tensor (no gradient), e.g. the 2 in a * 2
     return x if isinstance(x, Tensor) else Tensor(x, dtype=dtype)
 
@@ -35,18 +41,27 @@ class Tensor:
         data = data.data if isinstance(data, Tensor) else data
         keep_dtype = dtype is None and isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind == "f"
         self.data = np.asarray(data, dtype=None if keep_dtype else dtype or np.float32)
-        self.requires_grad, self.grad = requires_grad, None
-        # the tensors this one was computed from, and the closure from g to their gradients (None: a leaf)
-        self._parents, self._backward = (), None
+        self.requires_grad = requires_grad
+        self.grad = None
+        # How it was computed: the op's name, its inputs, and the closure from g to their gradients.
+        # A leaf (made by hand, or in no_grad) has none of them.
+        self.op = None
+        self._parents = ()
+        self._backward = None
 
     @staticmethod
-    def from_op(data, parents, backward):
+    def from_op(data, parents, backward, name=None):
         """Wrap an op's result, recording its parents and backward closure if any parent needs a gradient.
+        name: the op's name in repr and graph(); by default the function the closure was written in.
         >>> gradients(lambda a: Tensor.from_op(a.data ** 2, (a,), lambda g: (g * 2 * a.data,)), [3.])   # a new op
         [array([6.], dtype=float32)]"""
         out = Tensor(data)
         if _grad_enabled and any(p.requires_grad for p in parents):
-            out.requires_grad, out._parents, out._backward = True, parents, backward
+            out.requires_grad = True
+            # by default the function the closure was written in: "cube.<locals>.<lambda>" gives cube
+            out.op = name or backward.__qualname__.rsplit(".<locals>", 1)[0].split(".")[-1]
+            out._parents = tuple(parents)
+            out._backward = backward
         return out
 
     shape = property(lambda self: self.data.shape)
@@ -73,8 +88,15 @@ class Tensor:
         return Tensor(self.data)
 
     def __repr__(self):
+        """Its numbers (a summary of a large tensor), and the op that made it or whether it requires grad.
+        >>> Tensor([1., 2.], requires_grad=True) * 2
+        Tensor([2., 4.], op=mul)"""
         body = np.array2string(self.data, separator=", ", threshold=20, prefix="Tensor(")
-        return f"Tensor({body}{', requires_grad=True' if self.requires_grad else ''})"
+        if self.op:
+            return f"Tensor({body}, op={self.op})"
+        if self.requires_grad:
+            return f"Tensor({body}, requires_grad=True)"
+        return f"Tensor({body})"
 
     def backward(self, grad=None):
         """Add d(self)/d(leaf) to .grad of every leaf tensor with requires_grad that self depends on.
@@ -89,19 +111,11 @@ class Tensor:
         grad = np.ones_like(self.data) if grad is None else np.array(getattr(grad, "data", grad), self.dtype)
         if grad.shape != self.shape:
             raise ShapeError(f"backward: grad has shape {grad.shape} but the output has shape {self.shape}")
-        # each node after its parents: a depth-first walk with its own stack, as 10,000 nested calls would fail
-        order, visited, stack = [], set(), [(self, False)]
-        while stack:
-            node, parents_done = stack.pop()
-            if parents_done:
-                order.append(node)
-            elif node not in visited:
-                visited.add(node)
-                stack.append((node, True))
-                stack.extend((p, False) for p in node._parents if p.requires_grad and p not in visited)
         grads, stored = {self: grad}, set()  # d(self)/d(node) for the nodes reached so far, summed over paths
-        for node in reversed(order):  # from the output back to the leaves
-            g = grads.pop(node)
+        for node in reversed(self._graph_order()):  # from the output back to the leaves
+            g = grads.pop(node, None)
+            if g is None:  # no gradient flows into it: a constant, such as the input images
+                continue
             if node._backward is None:  # a leaf: .grad = a copy of g, or g itself if no one else can change it
                 owned = type(g) is np.ndarray and g.base is None and g.dtype == node.dtype and id(g) not in stored
                 node.grad = (g if owned else np.array(g, dtype=node.dtype)) if node.grad is None else node.grad + g
@@ -112,6 +126,68 @@ class Tensor:
                     parent_grad = _unbroadcast(parent_grad, parent.shape)
                     grads[parent] = grads[parent] + parent_grad if parent in grads else parent_grad
 
+    def _graph_order(self):
+        """Every tensor self was computed from, each after its inputs (a "topological order").
+        A depth-first walk, visit(node) = visit(each input), then list node; written with a stack of
+        its own because Python stops recursion at about 1,000 levels, and a graph can be deeper."""
+        order, visited, stack = [], set(), [(self, False)]
+        while stack:
+            node, inputs_listed = stack.pop()
+            if inputs_listed:
+                order.append(node)
+            elif node not in visited:
+                visited.add(node)
+                stack.append((node, True))  # comes back to it once the inputs pushed above it are listed
+                stack.extend((parent, False) for parent in node._parents)
+        return order
+
+    def graph(self, params=None):
+        """The graph that computed this tensor, a line per tensor in the order backward() visits them:
+        its number, its op and inputs (or its name in params, e.g. dict(model.named_parameters()), for a
+        leaf), shape, value (the norm of a large one) and, once backward() has run, the leaves' gradients.
+        >>> w, b = Tensor([2.], requires_grad=True), Tensor([1.], requires_grad=True)
+        >>> x, y = Tensor([3.]), Tensor([10.])
+        >>> loss = ((w * x + b) - y) ** 2
+        >>> print(loss.graph({"w": w, "b": b, "x": x, "y": y}))
+        #1 pow(#2)      (1,)  [9.]
+        #2 sub(#3, #8)  (1,)  [-3.]
+        #3 add(#4, #7)  (1,)  [7.]
+        #4 mul(#5, #6)  (1,)  [6.]
+        #5 w            (1,)  [2.]   requires_grad
+        #6 x            (1,)  [3.]
+        #7 b            (1,)  [1.]   requires_grad
+        #8 y            (1,)  [10.]
+        >>> loss.backward()
+        >>> print(loss.graph({"w": w, "b": b, "x": x, "y": y}))
+        #1 pow(#2)      (1,)  [9.]
+        #2 sub(#3, #8)  (1,)  [-3.]
+        #3 add(#4, #7)  (1,)  [7.]
+        #4 mul(#5, #6)  (1,)  [6.]
+        #5 w            (1,)  [2.]   grad [-18.]
+        #6 x            (1,)  [3.]
+        #7 b            (1,)  [1.]   grad [-6.]
+        #8 y            (1,)  [10.]"""
+        names = {tensor: name for name, tensor in (params or {}).items()}
+        nodes = self._graph_order()[::-1]  # backward() visits them from self back to the leaves
+        number = {node: f"#{i}" for i, node in enumerate(nodes, 1)}
+        rows = []
+        for node in nodes:
+            if node.op:
+                what = f"{node.op}({', '.join(number[parent] for parent in node._parents)})"
+            else:
+                what = names.get(node, "leaf")
+            if node.grad is not None:
+                gradient = f"grad {_brief(node.grad)}"
+            elif node.requires_grad and not node.op:
+                gradient = "requires_grad"
+            else:
+                gradient = ""
+            padded_number = number[node].ljust(len(number[nodes[-1]]))  # #9 above #10: aligned
+            rows.append([f"{padded_number} {what}", str(node.shape), _brief(node.data), gradient])
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths + [0])) for row in rows)
+        return "\n".join(line.rstrip() for line in lines)
+
     # ---- arithmetic, with numpy broadcasting: backward() sums each gradient back to its operand ----
     def _binary(self, other, op, ufunc, backward):
         other = _tensor(other, self.dtype)
@@ -121,7 +197,7 @@ class Tensor:
             a, b = next((a, b) for a, b in zip(self.shape[::-1], other.shape[::-1]) if a != b and 1 not in (a, b))
             raise ShapeError(f"{op}: shapes {self.shape} and {other.shape} do not broadcast: aligned from the "
                              f"right, sizes {a} and {b} differ and neither is 1") from None
-        return Tensor.from_op(data, (self, other), lambda g: backward(g, self.data, other.data, data))
+        return Tensor.from_op(data, (self, other), lambda g: backward(g, self.data, other.data, data), op)
 
     def __add__(self, other):
         """a + b.  d/da = 1, d/db = 1.
@@ -159,7 +235,7 @@ class Tensor:
         """-a.  d/da = -1.
         >>> gradients(lambda a: -a, [1., 2.])
         [array([-1., -1.], dtype=float32)]"""
-        return Tensor.from_op(-self.data, (self,), lambda g: (-g,))
+        return Tensor.from_op(-self.data, (self,), lambda g: (-g,), "neg")
 
     def __pow__(self, exponent):
         """a ** p, for a number p.  d/da = p a^(p-1).
@@ -167,7 +243,7 @@ class Tensor:
         [array([ 6., -2.], dtype=float32)]"""
         data = self.data ** exponent
         local = exponent * self.data ** (exponent - 1) if exponent else 0  # a^0 = 1 has slope 0, even at a = 0
-        return Tensor.from_op(data, (self,), lambda g: (g * local,))
+        return Tensor.from_op(data, (self,), lambda g: (g * local,), "pow")
 
     def __matmul__(self, other):
         """a @ b, matrix product of the last two axes: (..., n, k) @ (..., k, m).  d/da = g b^T, d/db = a^T g.
@@ -186,7 +262,7 @@ class Tensor:
             raise ShapeError(f"matmul: {self.shape} @ {other.shape}: the batch axes do not broadcast") from None
         return Tensor.from_op(data, (self, other), lambda g: (  # skip the product for an input needing none
             g @ b.swapaxes(-1, -2) if self.requires_grad else None,
-            a.swapaxes(-1, -2) @ g if other.requires_grad else None))
+            a.swapaxes(-1, -2) @ g if other.requires_grad else None), "matmul")
 
     # ---- reductions: every input element reached the output once, so g flows straight back ----
     def sum(self, axis=None, keepdims=False):
@@ -195,14 +271,16 @@ class Tensor:
         [array([[1., 1., 1.]], dtype=float32)]"""
         kept = self.data.sum(axis=axis, keepdims=True)  # reduced axes kept, with size 1: g broadcasts back
         return Tensor.from_op(kept if keepdims else kept.squeeze(axis), (self,),
-                              lambda g: (np.broadcast_to(g.reshape(kept.shape), self.shape),))
+                              lambda g: (np.broadcast_to(g.reshape(kept.shape), self.shape),), "sum")
 
     def mean(self, axis=None, keepdims=False):
         """Mean over axis (int, tuple, None: all), of n elements each.  d/da_i = 1/n.
         >>> gradients(Tensor.mean, [2., 4., 6., 8.])
         [array([0.25, 0.25, 0.25, 0.25], dtype=float32)]"""
-        total = self.sum(axis, keepdims)
-        return total * (total.data.size / self.data.size)  # times 1/n
+        kept = self.data.mean(axis=axis, keepdims=True)  # numpy's nan, with a warning, for an empty mean
+        share = kept.size / max(self.data.size, 1)  # 1/n: each of the n averaged elements adds g/n
+        return Tensor.from_op(kept if keepdims else kept.squeeze(axis), (self,),
+                              lambda g: (np.broadcast_to(g.reshape(kept.shape) * share, self.shape),), "mean")
 
     def max(self, axis=None, keepdims=False):
         """Maximum over axis (int, tuple, None: all).  d/da_i = 1 at the maximum (ties share it), else 0.
@@ -212,7 +290,7 @@ class Tensor:
         def backward(g):
             is_max = self.data == kept
             return (is_max * (g.reshape(kept.shape) / is_max.sum(axis=axis, keepdims=True, dtype=g.dtype)),)
-        return Tensor.from_op(kept if keepdims else kept.squeeze(axis), (self,), backward)
+        return Tensor.from_op(kept if keepdims else kept.squeeze(axis), (self,), backward, "max")
 
     # ---- moving numbers around: the gradient moves back the same way ----
     def reshape(self, *shape):
@@ -224,7 +302,7 @@ class Tensor:
             data = self.data.reshape(shape)
         except ValueError:
             raise ShapeError(f"reshape: cannot reshape {self.shape} ({self.data.size} elements) into {shape}") from None
-        return Tensor.from_op(data, (self,), lambda g: (g.reshape(self.shape),))
+        return Tensor.from_op(data, (self,), lambda g: (g.reshape(self.shape),), "reshape")
 
     def transpose(self, *axes):
         """Reorder the axes, with numpy's meaning (no axes: reverse them).  d/da = g with the order undone.
@@ -236,7 +314,7 @@ class Tensor:
         except ValueError:
             raise ShapeError(f"transpose: {axes} is not an order of the {self.ndim} axes of {self.shape}") from None
         undo = np.argsort([a % self.ndim for a in axes]) if axes else None  # argsort inverts a permutation
-        return Tensor.from_op(data, (self,), lambda g: (g.transpose(undo),))
+        return Tensor.from_op(data, (self,), lambda g: (g.transpose(undo),), "transpose")
 
     def __getitem__(self, index):
         """a[index], with slices, integers and integer arrays.  d/da = g put back where it was taken from.
@@ -246,7 +324,7 @@ class Tensor:
             grad = np.zeros_like(self.data)
             np.add.at(grad, index, g)  # unlike grad[index] += g, adds g for every repeat of an index
             return (grad,)
-        return Tensor.from_op(self.data[index], (self,), backward)
+        return Tensor.from_op(self.data[index], (self,), backward, "getitem")
 
     # ---- elementwise functions ----
     def exp(self):
@@ -254,47 +332,47 @@ class Tensor:
         >>> gradients(Tensor.exp, [0.])
         [array([1.], dtype=float32)]"""
         data = np.exp(self.data)
-        return Tensor.from_op(data, (self,), lambda g: (g * data,))
+        return Tensor.from_op(data, (self,), lambda g: (g * data,), "exp")
 
     def log(self):
         """Natural logarithm.  d/da = 1/a.
         >>> gradients(Tensor.log, [4., 2.])
         [array([0.25, 0.5 ], dtype=float32)]"""
-        return Tensor.from_op(np.log(self.data), (self,), lambda g: (g / self.data,))
+        return Tensor.from_op(np.log(self.data), (self,), lambda g: (g / self.data,), "log")
 
     def relu(self):
         """max(a, 0).  d/da = 1 where a > 0, else 0.
         >>> gradients(Tensor.relu, [-1., 2.])
         [array([0., 1.], dtype=float32)]"""
-        return Tensor.from_op(np.maximum(self.data, 0), (self,), lambda g: (g * (self.data > 0),))
+        return Tensor.from_op(np.maximum(self.data, 0), (self,), lambda g: (g * (self.data > 0),), "relu")
 
     def tanh(self):
         """Hyperbolic tangent.  d/da = 1 - tanh(a)^2.
         >>> gradients(Tensor.tanh, [0.])
         [array([1.], dtype=float32)]"""
         data = np.tanh(self.data)
-        return Tensor.from_op(data, (self,), lambda g: (g * (1 - data * data),))
+        return Tensor.from_op(data, (self,), lambda g: (g * (1 - data * data),), "tanh")
 
     def sigmoid(self):
         """s = 1 / (1 + e^-a), computed as e^-log(1 + e^-a) so that no e^x overflows.  d/da = s (1 - s).
         >>> gradients(Tensor.sigmoid, [0.])   # s = 1/2
         [array([0.25], dtype=float32)]"""
         data = np.exp(-np.logaddexp(0, -self.data))
-        return Tensor.from_op(data, (self,), lambda g: (g * data * (1 - data),))
+        return Tensor.from_op(data, (self,), lambda g: (g * data * (1 - data),), "sigmoid")
 
     def softmax(self, axis=-1):
         """s_i = e^a_i / sum_j e^a_j along axis.  d/da = s (g - sum(g s)).
         >>> gradients(lambda a: a.softmax() * [1., 0.], [0., 0.])   # s = [1/2, 1/2]
         [array([ 0.25, -0.25], dtype=float32)]"""
         data = np.exp(_log_softmax(self.data, axis))
-        return Tensor.from_op(data, (self,), lambda g: (data * (g - (g * data).sum(axis=axis, keepdims=True)),))
+        return Tensor.from_op(data, (self,), lambda g: (data * (g - (g * data).sum(axis=axis, keepdims=True)),), "softmax")
 
     def log_softmax(self, axis=-1):
         """a_i - log sum_j e^a_j along axis, finite even where softmax rounds to 0.  d/da = g - softmax(a) sum(g).
         >>> gradients(lambda a: a.log_softmax() * [1., 0.], [0., 0.])
         [array([ 0.5, -0.5], dtype=float32)]"""
         data = _log_softmax(self.data, axis)
-        return Tensor.from_op(data, (self,), lambda g: (g - np.exp(data) * g.sum(axis=axis, keepdims=True),))
+        return Tensor.from_op(data, (self,), lambda g: (g - np.exp(data) * g.sum(axis=axis, keepdims=True),), "log_softmax")
 
 def _log_softmax(data, axis):
     shifted = data - data.max(axis=axis, keepdims=True)  # the same result, and no e^x can overflow
@@ -393,7 +471,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
             grad_x = _add_windows(grad_patches, padded.shape, stride)[:, :, padding:padding + h, padding:padding + w]
         grad_weight = (g_cols @ patches.T).reshape(weight.shape)
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, g_cols.sum(axis=1))
-    return Tensor.from_op(data, (x, weight) if bias is None else (x, weight, bias), backward)
+    return Tensor.from_op(data, (x, weight) if bias is None else (x, weight, bias), backward, "conv2d")
 
 def max_pool2d(x, kernel_size, stride=None):
     """The maximum of each kernel_size x kernel_size window (stride: kernel_size) of (batch, channels, h, w)
@@ -413,7 +491,7 @@ def max_pool2d(x, kernel_size, stride=None):
             plane &= ~taken
             taken |= plane
         return (_add_windows((is_max * g).reshape(windows.shape), x.shape, stride),)
-    return Tensor.from_op(data, (x,), backward)
+    return Tensor.from_op(data, (x,), backward, "max_pool2d")
 
 # ---- losses ----
 def cross_entropy(logits, targets):
@@ -432,7 +510,7 @@ def cross_entropy(logits, targets):
         grad = np.exp(log_probs)
         grad[np.arange(n), targets] -= 1
         return (grad * (g / n),)
-    return Tensor.from_op(-log_probs[np.arange(n), targets].mean(), (logits,), backward)
+    return Tensor.from_op(-log_probs[np.arange(n), targets].mean(), (logits,), backward, "cross_entropy")
 
 def mse_loss(prediction, target):
     """Mean of (prediction - target)^2 over its n elements.  d/dprediction = 2 (prediction - target) / n.
@@ -535,7 +613,7 @@ class Linear(Module):
         def backward(g):  # the input batch needs no gradient: skip its product
             grad_x = g @ weight.data if x.requires_grad else None
             return (grad_x, g.T @ x.data) if bias is None else (grad_x, g.T @ x.data, g.sum(axis=0))
-        return Tensor.from_op(data, (x, weight) if bias is None else (x, weight, bias), backward)
+        return Tensor.from_op(data, (x, weight) if bias is None else (x, weight, bias), backward, "linear")
 
 class Conv2d(Module):
     """conv2d with weight (out_channels, in_channels, k, k), initialized by _uniform_parameter."""

@@ -4,6 +4,7 @@
     python mnist_demo.py --model cnn         # a small convolutional network: slower, more accurate
     python mnist_demo.py --dataset fashion   # Fashion-MNIST: photos of clothes, a harder problem
     python mnist_demo.py --plot run.png      # also draw the training curves and the mistakes (needs matplotlib)
+    python mnist_demo.py --graph             # first print the graph of one training step, then train
     python mnist_demo.py --help              # every option
 
 The four data files are kept in data/mnist (or data/fashion-mnist) next to this script. Point --data-dir
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from minigrad import (Adam, Conv2d, DivergenceError, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
-                      Tensor, fit, manual_seed, no_grad)
+                      Tensor, cross_entropy, fit, manual_seed, no_grad)
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -218,6 +219,19 @@ def make_model(name):
                       Flatten(), Linear(64 * 7 * 7, 128), ReLU(), Dropout(0.25), Linear(128, 10))
 
 
+def show_graph(model, images, labels):
+    """Print the graph that one training step records: the model's output for these images, the loss,
+    and the gradient that backward() sends to each parameter. The weights are left as they were."""
+    loss = cross_entropy(model(Tensor(images)), labels)
+    loss.backward()
+    print(f"The graph of one training step on {len(images)} images, in the order backward() walks it: from "
+          f"the loss back to the weights.\nEach line is a tensor: #n its number, the op that made it and the "
+          f"numbers of the op's inputs, or a leaf (the images, a Dropout mask) or a parameter.")
+    print(loss.graph(dict(model.named_parameters())))
+    print()
+    model.zero_grad()
+
+
 def predict(model, images, batch_size=1000):
     """The class with the largest score for each image, computed a chunk at a time to bound memory."""
     model.eval()
@@ -345,6 +359,9 @@ def parse_args(argv):
     parser.add_argument("--save", type=Path, metavar="FILE.npz",
                         help="save the trained weights (the model's state_dict) with numpy.savez; load them with "
                              "model.load_state_dict(dict(numpy.load(FILE)))")
+    parser.add_argument("--graph", action="store_true",
+                        help="before training, print the graph of one training step: every op from the "
+                             "loss back to the weights, with the parameters' names, shapes and gradients")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
                         help="save a figure: loss and accuracy per epoch (train and test), and misclassified test "
                              "images with their predicted and true classes; needs matplotlib "
@@ -372,6 +389,9 @@ def run(args):
     start = time.perf_counter()
     train_images, train_labels, test_images, test_labels = load_dataset(args.dataset, args.data_dir, args.mirror)
     train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
+    if args.graph:  # on a model of its own, so that training below starts exactly as without --graph
+        manual_seed(args.seed)
+        show_graph(make_model(args.model), train_images[:args.batch_size], train_labels[:args.batch_size])
     manual_seed(args.seed)
     model = make_model(args.model)
     epochs = f"{args.epochs} epoch" + "s" * (args.epochs > 1)

@@ -290,6 +290,92 @@ def test_backward_on_a_tensor_that_does_not_require_grad_is_an_error():
         (Tensor([1.0]) * 2).backward()
 
 
+# ---- seeing the graph: op names, repr, graph() ----
+
+OP_NAMES = {  # every op and layer, and the name its result records
+    "add": lambda t: t + 1, "radd": lambda t: 1 + t, "sub": lambda t: t - 1, "rsub": lambda t: 1 - t,
+    "mul": lambda t: t * 2, "rmul": lambda t: 2 * t, "div": lambda t: t / 2, "rdiv": lambda t: 2 / t,
+    "neg": lambda t: -t, "pow": lambda t: t ** 2, "matmul": lambda t: t @ t.T, "rmatmul": lambda t: np.eye(2) @ t,
+    "sum": Tensor.sum, "mean": Tensor.mean, "max": Tensor.max, "reshape": lambda t: t.reshape(-1),
+    "transpose": lambda t: t.T, "getitem": lambda t: t[0], "exp": Tensor.exp, "log": Tensor.log,
+    "relu": Tensor.relu, "tanh": Tensor.tanh, "sigmoid": Tensor.sigmoid, "softmax": Tensor.softmax,
+    "log_softmax": Tensor.log_softmax,
+    "conv2d": lambda t: mg.conv2d(t.reshape(1, 1, 2, 2), Tensor(np.ones((1, 1, 1, 1)))),
+    "max_pool2d": lambda t: mg.max_pool2d(t.reshape(1, 1, 2, 2), 2),
+    "cross_entropy": lambda t: mg.cross_entropy(t, [0, 1]),
+    "mse_loss": lambda t: mg.mse_loss(t, np.zeros((2, 2))),
+    "Linear": lambda t: mg.Linear(2, 3)(t), "Conv2d": lambda t: mg.Conv2d(1, 1, 1)(t.reshape(1, 1, 2, 2)),
+    "MaxPool2d": lambda t: mg.MaxPool2d(2)(t.reshape(1, 1, 2, 2)), "Flatten": lambda t: mg.Flatten()(t),
+    "ReLU": lambda t: mg.ReLU()(t), "Tanh": lambda t: mg.Tanh()(t), "Sigmoid": lambda t: mg.Sigmoid()(t),
+    "Dropout": lambda t: mg.Dropout(0.5)(t),
+}
+EXPECTED_OP = {"radd": "add", "rsub": "sub", "rmul": "mul", "rdiv": "div", "rmatmul": "matmul",
+               "mse_loss": "mean", "Linear": "linear", "Conv2d": "conv2d", "MaxPool2d": "max_pool2d",
+               "Flatten": "reshape", "ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Dropout": "mul"}
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_every_op_and_layer_records_its_name_and_repr_shows_it(name):
+    t = Tensor(positive((2, 2)), requires_grad=True)
+    out = OP_NAMES[name](t)
+    op = EXPECTED_OP.get(name, name)
+    assert out.op == op
+    assert repr(out).endswith(f", op={op})")
+
+
+def test_leaves_have_no_op_and_repr_says_whether_they_require_grad():
+    assert Tensor([1.0]).op is None and repr(Tensor([1.0])) == "Tensor([1.])"
+    assert repr(Tensor([1.0], requires_grad=True)) == "Tensor([1.], requires_grad=True)"
+    with mg.no_grad():
+        assert (Tensor([1.0], requires_grad=True) * 2).op is None  # no graph recorded: a leaf
+
+
+def test_a_custom_op_is_named_after_the_function_it_was_written_in_unless_named():
+    def cube(a):
+        return Tensor.from_op(a.data ** 3, (a,), lambda g: (g * 3 * a.data ** 2,))
+    x = Tensor([2.0], requires_grad=True)
+    assert cube(x).op == "cube"
+    assert Tensor.from_op(x.data * 2, (x,), lambda g: (g * 2,), name="double").op == "double"
+
+
+def test_graph_lists_each_tensor_once_in_backward_order_with_shared_inputs_by_number():
+    x = Tensor([3.0], requires_grad=True)
+    y = x * x + x  # x is an input of both mul and add
+    assert y.graph({"x": x}) == "\n".join([
+        "#1 add(#2, #3)  (1,)  [12.]",
+        "#2 mul(#3, #3)  (1,)  [9.]",
+        "#3 x            (1,)  [3.]   requires_grad"])
+    y.backward()
+    assert y.graph().splitlines()[-1] == "#3 leaf         (1,)  [3.]   grad [7.]"
+
+
+def test_graph_shows_the_norm_of_large_tensors_and_their_gradients():
+    w = Tensor(np.full((3, 4), 2.0), requires_grad=True)
+    loss = (w * 0.5).sum()
+    loss.backward()
+    assert loss.graph({"w": w}).splitlines() == [
+        "#1 sum(#2)      ()      [12.]",
+        "#2 mul(#3, #4)  (3, 4)  norm 3.464",  # sqrt(12)
+        "#3 w            (3, 4)  norm 6.928  grad norm 1.732",  # 2 sqrt(12); 0.5 sqrt(12)
+        "#4 leaf         ()      [0.5]"]  # the number 0.5 became a constant tensor
+
+
+def test_graph_of_a_models_training_step_names_its_parameters_and_fits_on_a_screen():
+    import mnist_demo
+    model = mnist_demo.make_model("mlp")
+    x, y = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32), np.arange(8)
+    loss = mg.cross_entropy(model(Tensor(x)), y)
+    loss.backward()
+    lines = loss.graph(dict(model.named_parameters())).splitlines()
+    assert len(lines) < 30
+    assert re.match(r"#1 +cross_entropy\(#2\) +\(\) +\[\d\.\d+\]$", lines[0])
+    for name, parameter in model.named_parameters():
+        [line] = [line for line in lines if f" {name} " in line]
+        assert str(parameter.shape) in line and "grad norm" in line
+    numbers = [int(line.split()[0][1:]) for line in lines]
+    assert numbers == list(range(1, len(lines) + 1))
+
+
 # ---- no_grad ----
 
 def test_no_grad_records_no_graph_and_results_do_not_require_grad():
@@ -1728,6 +1814,29 @@ def test_the_demo_downloads_trains_reports_and_saves_end_to_end(model, tmp_path,
     fresh.load_state_dict(dict(saved))
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_graph_prints_one_training_step_with_parameter_names_then_trains_as_without_it(model, tmp_path, server,
+                                                                                       capsys):
+    url, _ = server
+    arguments = ["--data-dir", str(tmp_path), "--mirror", url + "/good/", "--model", model, "--epochs", "1",
+                 "--limit", "40", "--batch-size", "20"]
+    assert demo.main(arguments) == 0
+    without = capsys.readouterr().out
+    assert demo.main(arguments + ["--graph"]) == 0
+    out = capsys.readouterr().out
+
+    graph, training = out.split("\n\nTraining the ")
+    lines = graph.splitlines()
+    assert "one training step on 20 images" in lines[0]
+    assert re.match(r"#1 +cross_entropy\(#2\) +\(\) +\[\d\.\d+\]$", lines[2])
+    for name, parameter in demo.make_model(model).named_parameters():
+        assert re.search(rf"^#\d+ +{re.escape(name)} +{re.escape(str(parameter.shape))} .*grad norm", graph, re.M)
+    assert len(lines) < 30
+    # the same training, to the digit: the graph's step changed neither the weights nor the random draws
+    timeless = lambda text: re.sub(r"(seconds|total time) [\d.]+", "", text)
+    assert timeless("Training the " + training) == timeless(without[without.index("Training the "):])
+
+
 def test_fashion_uses_its_class_names(tmp_path, server, capsys):
     url, _ = server
     assert demo.main(["--dataset", "fashion", "--data-dir", str(tmp_path), "--mirror", url + "/good/",
@@ -1784,7 +1893,7 @@ def test_help_explains_every_option(capsys):
     out = capsys.readouterr().out
     assert exit.value.code == 0
     for option in ["--dataset", "--data-dir", "--mirror", "--model", "--epochs", "--batch-size", "--lr", "--seed",
-                   "--limit", "--save", "--plot"]:
+                   "--limit", "--save", "--plot", "--graph"]:
         assert re.search(rf"^  {option}\b", out, re.MULTILINE), f"{option} is not in the help"
     for explanation in ["data/mnist", "several times", "784-512-256-10", "passes over", "first N", "state_dict",
                         'pip install ".[plot]"']:
