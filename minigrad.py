@@ -17,11 +17,14 @@ class ShapeError(ValueError):
     """Shapes that do not fit; the message names the op, the shapes, and the layer (in Module.__call__)."""
 
 def _unbroadcast(grad, shape):
-    """Sum a gradient over the axes that broadcasting added or stretched, back to the operand's shape."""
-    if grad.shape == shape:
+    """Sum a gradient over the axes that broadcasting added or stretched, back to the operand's shape.
+    >>> _unbroadcast(np.ones((2, 3)), (3,))   # b of shape (3,) was added to both rows of a (2, 3) a
+    array([2., 2., 2.])"""
+    if grad.shape == shape or grad.ndim < len(shape):  # (the caller reports a gradient of too few axes)
         return grad
-    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
-    return grad.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
+    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))  # the axes broadcasting put in front
+    stretched = tuple(axis for axis, size in enumerate(shape) if size == 1 and grad.shape[axis] != 1)
+    return grad.sum(axis=stretched, keepdims=True)
 
 def _brief(array):
     """An array in a few characters: its numbers if there are at most 4, else its norm."""
@@ -29,18 +32,28 @@ def _brief(array):
         return np.array2string(array.ravel(), precision=4, separator=", ")
     return f"norm {np.linalg.norm(array):.4g}"
 
-def _tensor(x, dtype=None):  # a number or an array as a constant Tensor (no gradient), e.g. the 2 in a * 2
-    return x if isinstance(x, Tensor) else Tensor(x, dtype=dtype)
+def _tensor(x, dtype=None):
+    """x as a Tensor: a number or an array becomes a constant (the 2 in a * 2), in dtype if that is a
+    floating one, so that a float32 tensor times a float64 array stays float32."""
+    if isinstance(x, Tensor):
+        return x
+    if dtype is not None and dtype.kind != "f":
+        dtype = None  # an integer tensor times 0.5 gives 0.5s, not 0s: Tensor chooses a float dtype
+    return Tensor(x, dtype=dtype, copy=False)
 
 class Tensor:
     """An array that remembers the op and inputs it came from, so that gradients can flow back.
     Lists, numbers and integer arrays become float32; a floating-point numpy array keeps its dtype."""
     __array_ufunc__ = None  # makes numpy leave `array * tensor` to Tensor.__rmul__
 
-    def __init__(self, data, requires_grad=False, dtype=None):
+    def __init__(self, data, requires_grad=False, dtype=None, copy=True):
+        """data: a number, a list or an array; copied, as torch.tensor does, so that changing one changes
+        nothing else. copy=False shares the memory of an array that needs no conversion (as ops do)."""
         data = data.data if isinstance(data, Tensor) else data
-        keep_dtype = dtype is None and isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind == "f"
-        self.data = np.asarray(data, dtype=None if keep_dtype else dtype or np.float32)
+        floating = isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind == "f"
+        if dtype is None and not floating:
+            dtype = np.float32  # lists, numbers and integer arrays, as PyTorch's default dtype
+        self.data = np.array(data, dtype=dtype) if copy else np.asarray(data, dtype=dtype)
         self.requires_grad = requires_grad
         self.grad = None
         # How it was computed: the op's name, its inputs, and the closure from g to their gradients.
@@ -53,14 +66,22 @@ class Tensor:
     def from_op(data, parents, backward, name=None):
         """Wrap an op's result, recording its parents and backward closure if any parent needs a gradient.
         name: the op's name in repr and graph(); by default the function the closure was written in.
+        backward(g) gets g read-only and returns one gradient per parent (None: no gradient), each of the
+        parent's shape or, for a parent that was broadcast, of the output's. It may rely on arrays it
+        captured at forward time: they are the values that the result was computed from.
         >>> gradients(lambda a: Tensor.from_op(a.data ** 2, (a,), lambda g: (g * 2 * a.data,)), [3.])   # a new op
         [array([6.], dtype=float32)]"""
-        out = Tensor(data)
-        if _grad_enabled and any(p.requires_grad for p in parents):
+        if not callable(backward):
+            raise TypeError(f"from_op: backward must be a function of g, got {type(backward).__name__}")
+        if not (isinstance(parents, tuple) and all(isinstance(parent, Tensor) for parent in parents)):
+            raise TypeError(f"from_op: parents must be a tuple of the Tensors the op computed data from, "
+                            f"such as (a,) or (a, b); got {type(parents).__name__} {parents!r:.60}")
+        out = Tensor(data, copy=False)  # an op's result is a new array already
+        if _grad_enabled and any(parent.requires_grad for parent in parents):
             out.requires_grad = True
             # by default the function the closure was written in: "cube.<locals>.<lambda>" gives cube
-            out.op = name or backward.__qualname__.rsplit(".<locals>", 1)[0].split(".")[-1]
-            out._parents = tuple(parents)
+            out.op = name or getattr(backward, "__qualname__", "op").rsplit(".<locals>", 1)[0].split(".")[-1]
+            out._parents = parents
             out._backward = backward
         return out
 
@@ -111,20 +132,54 @@ class Tensor:
         grad = np.ones_like(self.data) if grad is None else np.array(getattr(grad, "data", grad), self.dtype)
         if grad.shape != self.shape:
             raise ShapeError(f"backward: grad has shape {grad.shape} but the output has shape {self.shape}")
-        grads, stored = {self: grad}, set()  # d(self)/d(node) for the nodes reached so far, summed over paths
-        for node in reversed(self._graph_order()):  # from the output back to the leaves
+        grads = {self: grad}  # d(self)/d(node) for the nodes reached so far, summed over their paths
+        kept = set()  # the arrays that leaves kept as their .grad: another leaf must not keep them too
+        for node in reversed(self._graph_order()):  # from self back to the leaves
             g = grads.pop(node, None)
             if g is None:  # no gradient flows into it: a constant, such as the input images
                 continue
-            if node._backward is None:  # a leaf: .grad = a copy of g, or g itself if no one else can change it
-                owned = type(g) is np.ndarray and g.base is None and g.dtype == node.dtype and id(g) not in stored
-                node.grad = (g if owned else np.array(g, dtype=node.dtype)) if node.grad is None else node.grad + g
-                stored.add(id(node.grad))
+            if node._backward is None:  # a leaf: its gradient is complete, as every path to it is done
+                if node.grad is not None:
+                    node.grad += g  # accumulates, as in PyTorch
+                elif g.base is None and g.flags.writeable and g.dtype == node.dtype and id(g) not in kept:
+                    node.grad = g  # a new array that nothing else holds: kept rather than copied
+                    kept.add(id(g))
+                else:
+                    node.grad = np.array(g, dtype=node.dtype)
                 continue
-            for parent, parent_grad in zip(node._parents, node._backward(g)):
-                if parent.requires_grad:
-                    parent_grad = _unbroadcast(parent_grad, parent.shape)
-                    grads[parent] = grads[parent] + parent_grad if parent in grads else parent_grad
+            read_only = np.asarray(g).view()  # (asarray: numpy makes a sum of 0-d arrays a number)
+            read_only.flags.writeable = False  # a closure writing into g would change other gradients
+            for parent, parent_grad in zip(node._parents, node._call_backward(read_only)):
+                if parent_grad is None or not parent.requires_grad:
+                    continue
+                if getattr(parent_grad, "shape", None) != parent.shape:  # broadcast, a number, or wrong
+                    parent_grad = node._unbroadcast(parent, parent_grad)
+                grads[parent] = grads[parent] + parent_grad if parent in grads else parent_grad
+
+    def _call_backward(self, g):
+        """This op's backward closure of g, checked: it must return a gradient (or None) per input."""
+        try:
+            returned = self._backward(g)
+        except ValueError as error:
+            if "read-only" not in str(error):
+                raise
+            raise ValueError(f"backward of {self.op}: {error}: a backward closure must not change g in place "
+                             f"(g *= 2), which other gradients may share; compute a new array (g * 2)") from None
+        if type(returned) not in (tuple, list) or len(returned) != len(self._parents):
+            what = f"{len(returned)} gradients" if type(returned) in (tuple, list) else type(returned).__name__
+            raise TypeError(f"backward of {self.op}: returned {what}, but must return a tuple of one gradient per "
+                            f"input ({len(self._parents)}; None for an input that needs none). For one input, "
+                            f"mind the comma: lambda g: (g * 2,)")
+        return returned
+
+    def _unbroadcast(self, parent, grad):
+        """grad, from this op's closure, summed back to the shape of parent, the input it is for."""
+        summed = _unbroadcast(np.asarray(grad), parent.shape)
+        if summed.shape != parent.shape:
+            raise ShapeError(f"backward of {self.op}: input {self._parents.index(parent)} has shape {parent.shape}, "
+                             f"but its gradient came back with shape {np.shape(grad)}; it must have the input's "
+                             f"shape (or the output's {self.shape}, where the input was broadcast)")
+        return summed
 
     def _graph_order(self):
         """Every tensor self was computed from, each after its inputs (a "topological order").
@@ -190,38 +245,41 @@ class Tensor:
 
     # ---- arithmetic, with numpy broadcasting: backward() sums each gradient back to its operand ----
     def _binary(self, other, op, ufunc, backward):
+        """What +, -, *, / share: data = ufunc(a, b), broadcast as numpy does (or an error naming the op and
+        the sizes that do not fit), recorded with the closure g -> backward(g, a, b) of a and b as they are now."""
         other = _tensor(other, self.dtype)
+        a, b = self.data, other.data
         try:
-            data = ufunc(self.data, other.data)
+            data = ufunc(a, b)
         except ValueError:  # name the op, both shapes, and the first pair of sizes that cannot broadcast
             a, b = next((a, b) for a, b in zip(self.shape[::-1], other.shape[::-1]) if a != b and 1 not in (a, b))
             raise ShapeError(f"{op}: shapes {self.shape} and {other.shape} do not broadcast: aligned from the "
                              f"right, sizes {a} and {b} differ and neither is 1") from None
-        return Tensor.from_op(data, (self, other), lambda g: backward(g, self.data, other.data, data), op)
+        return Tensor.from_op(data, (self, other), lambda g: backward(g, a, b), op)
 
     def __add__(self, other):
         """a + b.  d/da = 1, d/db = 1.
         >>> gradients(lambda a, b: a + b, [1., 2.], 5.)   # b was added to both elements
         [array([1., 1.], dtype=float32), array(2., dtype=float32)]"""
-        return self._binary(other, "add", np.add, lambda g, a, b, out: (g, g))
+        return self._binary(other, "add", np.add, lambda g, a, b: (g, g))
 
     def __sub__(self, other):
         """a - b.  d/da = 1, d/db = -1.
         >>> gradients(lambda a, b: a - b, [1., 2.], [5., 5.])
         [array([1., 1.], dtype=float32), array([-1., -1.], dtype=float32)]"""
-        return self._binary(other, "sub", np.subtract, lambda g, a, b, out: (g, -g))
+        return self._binary(other, "sub", np.subtract, lambda g, a, b: (g, -g))
 
     def __mul__(self, other):
         """a * b.  d/da = b, d/db = a.
         >>> gradients(lambda a, b: a * b, [2., 3.], [10., 20.])
         [array([10., 20.], dtype=float32), array([2., 3.], dtype=float32)]"""
-        return self._binary(other, "mul", np.multiply, lambda g, a, b, out: (g * b, g * a))
+        return self._binary(other, "mul", np.multiply, lambda g, a, b: (g * b, g * a))
 
     def __truediv__(self, other):
         """a / b.  d/da = 1/b, d/db = -a/b^2.
         >>> gradients(lambda a, b: a / b, [6.], [2.])   # 1/2 and -6/4
         [array([0.5], dtype=float32), array([-1.5], dtype=float32)]"""
-        return self._binary(other, "div", np.divide, lambda g, a, b, out: (g / b, -g * out / b))
+        return self._binary(other, "div", np.divide, lambda g, a, b: (g / b, -g * a / (b * b)))
 
     __radd__, __rmul__ = __add__, __mul__  # 2 + a is a + 2
     def __rsub__(self, other):
@@ -270,8 +328,9 @@ class Tensor:
         >>> gradients(lambda a: a.sum(axis=1), [[1., 2., 3.]])
         [array([[1., 1., 1.]], dtype=float32)]"""
         kept = self.data.sum(axis=axis, keepdims=True)  # reduced axes kept, with size 1: g broadcasts back
+        shape = self.shape
         return Tensor.from_op(kept if keepdims else kept.squeeze(axis), (self,),
-                              lambda g: (np.broadcast_to(g.reshape(kept.shape), self.shape),), "sum")
+                              lambda g: (np.broadcast_to(g.reshape(kept.shape), shape),), "sum")
 
     def mean(self, axis=None, keepdims=False):
         """Mean over axis (int, tuple, None: all), of n elements each.  d/da_i = 1/n.
@@ -279,16 +338,18 @@ class Tensor:
         [array([0.25, 0.25, 0.25, 0.25], dtype=float32)]"""
         kept = self.data.mean(axis=axis, keepdims=True)  # numpy's nan, with a warning, for an empty mean
         share = kept.size / max(self.data.size, 1)  # 1/n: each of the n averaged elements adds g/n
+        shape = self.shape
         return Tensor.from_op(kept if keepdims else kept.squeeze(axis), (self,),
-                              lambda g: (np.broadcast_to(g.reshape(kept.shape) * share, self.shape),), "mean")
+                              lambda g: (np.broadcast_to(g.reshape(kept.shape) * share, shape),), "mean")
 
     def max(self, axis=None, keepdims=False):
         """Maximum over axis (int, tuple, None: all).  d/da_i = 1 at the maximum (ties share it), else 0.
         >>> gradients(Tensor.max, [1., 5., 5.])   # two maxima: each gets half
         [array([0. , 0.5, 0.5], dtype=float32)]"""
-        kept = self.data.max(axis=axis, keepdims=True)
+        a = self.data
+        kept = a.max(axis=axis, keepdims=True)
         def backward(g):
-            is_max = self.data == kept
+            is_max = a == kept
             return (is_max * (g.reshape(kept.shape) / is_max.sum(axis=axis, keepdims=True, dtype=g.dtype)),)
         return Tensor.from_op(kept if keepdims else kept.squeeze(axis), (self,), backward, "max")
 
@@ -302,7 +363,8 @@ class Tensor:
             data = self.data.reshape(shape)
         except ValueError:
             raise ShapeError(f"reshape: cannot reshape {self.shape} ({self.data.size} elements) into {shape}") from None
-        return Tensor.from_op(data, (self,), lambda g: (g.reshape(self.shape),), "reshape")
+        original = self.shape
+        return Tensor.from_op(data, (self,), lambda g: (g.reshape(original),), "reshape")
 
     def transpose(self, *axes):
         """Reorder the axes, with numpy's meaning (no axes: reverse them).  d/da = g with the order undone.
@@ -320,11 +382,12 @@ class Tensor:
         """a[index], with slices, integers and integer arrays.  d/da = g put back where it was taken from.
         >>> gradients(lambda a: a[[0, 0, 2]], [10., 20., 30.])   # a[0] was taken twice
         [array([2., 0., 1.], dtype=float32)]"""
+        a = self.data
         def backward(g):
-            grad = np.zeros_like(self.data)
+            grad = np.zeros_like(a)
             np.add.at(grad, index, g)  # unlike grad[index] += g, adds g for every repeat of an index
             return (grad,)
-        return Tensor.from_op(self.data[index], (self,), backward, "getitem")
+        return Tensor.from_op(a[index], (self,), backward, "getitem")
 
     # ---- elementwise functions ----
     def exp(self):
@@ -338,13 +401,15 @@ class Tensor:
         """Natural logarithm.  d/da = 1/a.
         >>> gradients(Tensor.log, [4., 2.])
         [array([0.25, 0.5 ], dtype=float32)]"""
-        return Tensor.from_op(np.log(self.data), (self,), lambda g: (g / self.data,), "log")
+        a = self.data
+        return Tensor.from_op(np.log(a), (self,), lambda g: (g / a,), "log")
 
     def relu(self):
         """max(a, 0).  d/da = 1 where a > 0, else 0.
         >>> gradients(Tensor.relu, [-1., 2.])
         [array([0., 1.], dtype=float32)]"""
-        return Tensor.from_op(np.maximum(self.data, 0), (self,), lambda g: (g * (self.data > 0),), "relu")
+        data = np.maximum(self.data, 0)
+        return Tensor.from_op(data, (self,), lambda g: (g * (data > 0),), "relu")  # data > 0 where a > 0
 
     def tanh(self):
         """Hyperbolic tangent.  d/da = 1 - tanh(a)^2.
@@ -499,12 +564,19 @@ def cross_entropy(logits, targets):
     d/dlogits = (softmax(logits) - onehot(targets)) / N.
     >>> gradients(lambda z: cross_entropy(z, [0]), [[0., 0.]])   # softmax - onehot = [1/2 - 1, 1/2]
     [array([[-0.5,  0.5]], dtype=float32)]"""
-    logits, targets = _tensor(logits), np.asarray(targets)
-    n, classes = logits.shape if logits.ndim == 2 else (0, 0)
-    if (targets.shape != (n,) or n == 0 or targets.dtype.kind not in "iu"
-            or not 0 <= targets.min() <= targets.max() < classes):
-        raise ShapeError(f"cross_entropy: logits {logits.shape} should be (batch, classes) and targets {targets.shape} "
-                         f"{targets.dtype} one integer class index in 0..{classes - 1} per row")
+    logits = _tensor(logits)
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if logits.ndim != 2 or targets.shape != logits.shape[:1] or len(targets) == 0:
+        raise ShapeError(f"cross_entropy: logits {logits.shape} should be (batch, classes) and targets "
+                         f"{targets.shape} one class index per row")
+    n, classes = logits.shape
+    if targets.dtype.kind not in "iu":
+        raise ValueError(f"cross_entropy: targets must be integer class indices, not {targets.dtype} numbers: "
+                         f"pass the labels' integer array (Tensor(labels) would make them float32)")
+    if targets.min() < 0 or targets.max() >= classes:
+        row = int(((targets < 0) | (targets >= classes)).argmax())
+        raise ValueError(f"cross_entropy: target {targets[row]} (row {row}) is not a class index: logits "
+                         f"{logits.shape} have {classes} classes, numbered 0..{classes - 1}")
     log_probs = _log_softmax(logits.data, axis=1)
     def backward(g):
         grad = np.exp(log_probs)
@@ -531,9 +603,16 @@ def manual_seed(seed):
     global _rng
     _rng = np.random.default_rng(seed)
 
+class Parameter(Tensor):
+    """A tensor that a Module learns, as torch.nn.Parameter: parameters() finds the Parameters among a
+    module's attributes, so a tensor a module merely keeps (self.hidden = ...) is not learned, and a
+    frozen one (requires_grad = False) stays a parameter, saved and loaded with the others."""
+    def __init__(self, data, requires_grad=True, dtype=None):
+        super().__init__(data, requires_grad, dtype)
+
 class Module:
-    """A layer or a model. Parameters are found in its attributes: Tensors that require grad, Modules and
-    lists of Modules (named like layers.0.weight). Calling it runs forward()."""
+    """A layer or a model. Its parameters are the Parameters among its attributes and those of the Modules
+    (and lists of Modules) it holds, named like layers.0.weight. Calling it runs forward()."""
     training = True
 
     def __call__(self, *inputs):
@@ -558,8 +637,18 @@ class Module:
                     yield from item.named_modules(f"{prefix}{name}.{i}.")
 
     def named_parameters(self):
-        return [(prefix + name, value) for prefix, module in self.named_modules()
-                for name, value in vars(module).items() if isinstance(value, Tensor) and value.requires_grad]
+        """(name, parameter) pairs, each parameter once: a layer used twice is one set of weights, which
+        a step must update once (it gets the gradients of both uses), under the name first found."""
+        names = {}  # parameter -> name; a dict keeps the order in which they were found
+        for prefix, module in self.named_modules():
+            for name, value in vars(module).items():
+                if isinstance(value, Parameter):
+                    names.setdefault(value, prefix + name)
+                elif isinstance(value, Tensor) and value.requires_grad and value.op is None:
+                    raise TypeError(f"{type(module).__name__}.{name} is a Tensor with requires_grad=True, "
+                                    f"which would never be learned: only Parameters are. Write "
+                                    f"self.{name} = Parameter(...), or give it requires_grad=False")
+        return [(name, parameter) for parameter, name in names.items()]
 
     def parameters(self):
         return [parameter for _, parameter in self.named_parameters()]
@@ -593,7 +682,7 @@ def _uniform_parameter(shape, fan_in=None):
     """PyTorch's default initialization, uniform in +-1/sqrt(fan_in): a sum of fan_in inputs so weighted keeps
     their scale, so signals neither vanish nor explode layer after layer; random weights make units differ."""
     bound = 1 / np.sqrt(fan_in or np.prod(shape[1:]))  # fan_in: the inputs of each output, by default
-    return Tensor(_rng.uniform(-bound, bound, shape).astype(np.float32), requires_grad=True)
+    return Parameter(_rng.uniform(-bound, bound, shape).astype(np.float32))
 
 class Linear(Module):
     """y = x @ weight^T + bias, weight (out_features, in_features) initialized by _uniform_parameter; one op
@@ -604,16 +693,23 @@ class Linear(Module):
         self.bias = _uniform_parameter((out_features,), in_features) if bias else None
 
     def forward(self, x):
-        x, weight, bias = _tensor(x, self.weight.dtype), self.weight, self.bias
-        if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ShapeError(f"linear: input {x.shape} should be (batch, {self.in_features}) for weight {weight.shape}")
-        data = x.data @ weight.data.T
-        if bias is not None:
-            data += bias.data
-        def backward(g):  # the input batch needs no gradient: skip its product
-            grad_x = g @ weight.data if x.requires_grad else None
-            return (grad_x, g.T @ x.data) if bias is None else (grad_x, g.T @ x.data, g.sum(axis=0))
-        return Tensor.from_op(data, (x, weight) if bias is None else (x, weight, bias), backward, "linear")
+        x = _tensor(x, self.weight.dtype)
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ShapeError(f"linear: input {x.shape} should be (batch, {self.in_features}), or (..., "
+                             f"{self.in_features}), for weight {self.weight.shape}")
+        a, weight = x.data, self.weight.data
+        data = a @ weight.T
+        if self.bias is not None:
+            data += self.bias.data
+        def backward(g):
+            g_rows = g.reshape(-1, self.out_features)  # a row per input row, whatever axes come before
+            grad_x = g @ weight if x.requires_grad else None  # the input batch needs none: skip its product
+            grad_weight = g_rows.T @ a.reshape(-1, self.in_features)
+            if self.bias is None:
+                return grad_x, grad_weight
+            return grad_x, grad_weight, g_rows.sum(axis=0)
+        parents = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
+        return Tensor.from_op(data, parents, backward, "linear")
 
 class Conv2d(Module):
     """conv2d with weight (out_channels, in_channels, k, k), initialized by _uniform_parameter."""
@@ -660,6 +756,10 @@ class Dropout(Module):
 
 class Sequential(Module):  # layers applied one after another
     def __init__(self, *layers):
+        for i, layer in enumerate(layers):
+            if not callable(layer):
+                raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a layer; pass the "
+                                f"layers themselves, as in PyTorch: Sequential(*layers)")
         self.layers = list(layers)
     def forward(self, x):
         for layer in self.layers:
@@ -669,7 +769,11 @@ class Sequential(Module):  # layers applied one after another
 # ---- optimizers: each step moves every parameter against its gradient ----
 class Optimizer:
     def __init__(self, params, lr, weight_decay):
-        self.params = list(params.parameters() if isinstance(params, Module) else params)  # SGD(model) works too
+        if callable(params) and not isinstance(params, Module):
+            raise TypeError(f"{type(self).__name__}: got the method itself; call it: model.parameters()")
+        if isinstance(params, Module):  # SGD(model) works too
+            params = params.parameters()
+        self.params = list(dict.fromkeys(params))  # each once, even if listed twice: one update a step
         self.lr, self.weight_decay = lr, weight_decay
         if not self.params:
             raise ValueError(f"{type(self).__name__}: the parameter list is empty; pass model.parameters()")
@@ -717,26 +821,34 @@ class Adam(Optimizer):
 class DivergenceError(RuntimeError):
     """The loss became NaN or infinite, or exploded: fit() stops rather than train on garbage."""
 
+def _dataset(X, y):
+    """X and y as numpy arrays, from arrays, lists or Tensors (X in Tensor's dtype: float32 unless float)."""
+    return Tensor(X, copy=False).data, np.asarray(y.data if isinstance(y, Tensor) else y)
+
 def batches(X, y, batch_size, shuffle=True, rng=None):
-    """Yield (X, y) mini-batches of batch_size rows, in random order; the last one may be smaller.
+    """(X, y) mini-batches of batch_size rows, in random order, one at a time; the last may be smaller.
     >>> [len(y) for X, y in batches(np.zeros((5, 2)), np.arange(5), batch_size=2)]
     [2, 2, 1]"""
     if len(X) != len(y):
         raise ShapeError(f"batches: X has {len(X)} samples but y has {len(y)}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of samples, 1 or more; got {batch_size!r}")
     rng = _rng if rng is None else np.random.default_rng(rng)
     order = rng.permutation(len(X)) if shuffle else np.arange(len(X))
-    for start in range(0, len(X), batch_size):
-        yield X[order[start:start + batch_size]], y[order[start:start + batch_size]]
+    starts = range(0, len(X), batch_size)
+    # a generator made here, after the checks above, which thus run when batches() is called
+    return ((X[order[start:start + batch_size]], y[order[start:start + batch_size]]) for start in starts)
 
 def evaluate(model, X, y, batch_size=1000, loss_fn=None):
     """(mean loss, accuracy) of a classifier on (X, y): in eval mode, without a graph, a chunk at a time.
     >>> evaluate(Sequential(), np.array([[5., 0.], [5., 0.]]), np.array([0, 1]))[1]   # an identity: right once in two
     0.5"""
     loss_fn, was_training, total_loss, correct = loss_fn or cross_entropy, model.training, 0.0, 0
+    X, y = _dataset(X, y)
     model.eval()
     with no_grad():
         for xb, yb in batches(X, y, batch_size, shuffle=False):
-            output = model(Tensor(xb))
+            output = model(Tensor(xb, copy=False))
             total_loss += loss_fn(output, yb).item() * len(xb)
             correct += int((output.data.argmax(axis=1) == yb).sum())
     model.train(was_training)
@@ -749,12 +861,15 @@ def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_f
     >>> fit(model, SGD(model.parameters(), lr=0.5), X, y, epochs=5, verbose=False)[-1]["train_acc"]
     1.0"""
     loss_fn, rng = loss_fn or cross_entropy, _rng if rng is None else np.random.default_rng(rng)
-    history, first_loss, steps = [], None, -(-len(X) // batch_size)  # steps: batches an epoch, rounded up
+    X, y = _dataset(X, y)
+    history, first_loss = [], None
     for epoch in range(1, epochs + 1):
         start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
         model.train()
-        for step, (xb, yb) in enumerate(batches(X, y, batch_size, rng=rng), 1):
-            output = model(Tensor(xb))
+        epoch_batches = batches(X, y, batch_size, rng=rng)
+        steps = -(-len(X) // batch_size)  # batches an epoch, rounded up
+        for step, (xb, yb) in enumerate(epoch_batches, 1):
+            output = model(Tensor(xb, copy=False))  # a batch is a new array: no need to copy it again
             loss = loss_fn(output, yb)
             value = loss.item()
             first_loss = value if first_loss is None else first_loss

@@ -973,7 +973,7 @@ def test_numpys_bare_messages_never_reach_the_user(name):
 
 class Net(mg.Module):
     def __init__(self):
-        self.scale = Tensor(np.ones(3), requires_grad=True)
+        self.scale = mg.Parameter(np.ones(3))
         self.constant = Tensor(np.ones(3))  # no grad: not a parameter
         self.encoder = mg.Linear(3, 4)
         self.heads = [mg.Linear(4, 2), mg.Linear(4, 1, bias=False)]
@@ -1319,6 +1319,267 @@ def test_optimizer_with_a_non_positive_learning_rate_is_a_clear_error(optimizer,
     with pytest.raises(ValueError, match="learning rate") as info:
         optimizer([parameter([1.0])], lr=lr)
     assert_mentions(str(info.value), f"lr={lr}")
+
+
+# ---- the contract a learner relies on: what PyTorch guarantees, minigrad guarantees or checks ----
+
+def test_a_layer_used_twice_is_one_set_of_parameters_updated_once_a_step():
+    shared = mg.Linear(2, 2)
+    model = mg.Sequential(shared, mg.ReLU(), shared)
+    assert model.parameters() == [shared.weight, shared.bias]  # as torch's parameters(): each once
+    assert list(model.state_dict()) == ["layers.0.weight", "layers.0.bias"]
+    before = shared.weight.data.copy()
+    sgd = mg.SGD(model.parameters(), lr=0.1)
+    for p in model.parameters():
+        p.grad = np.ones_like(p.data)
+    sgd.step()
+    np.testing.assert_allclose(shared.weight.data, before - 0.1)  # moved once, not twice
+    assert len(mg.Adam(model.parameters()).m) == 2  # one moment buffer per weight
+
+
+def test_a_layer_used_twice_gets_the_gradients_of_both_uses():
+    shared = mg.Linear(2, 2)
+    for p in shared.parameters():
+        p.data = p.data.astype(np.float64)
+    model = mg.Sequential(shared, mg.Tanh(), shared)
+
+    def with_weights(x, weight, bias):
+        shared.weight, shared.bias = weight, bias  # the same weights in both uses
+        return model(x)
+    assert gradcheck(with_weights, signed((3, 2)), shared.weight.data, shared.bias.data)
+
+
+def test_tied_weights_are_listed_once():
+    encoder, decoder = mg.Linear(3, 3), mg.Linear(3, 3)
+    decoder.weight = encoder.weight
+    names = [name for name, _ in mg.Sequential(encoder, decoder).named_parameters()]
+    assert names == ["layers.0.weight", "layers.0.bias", "layers.1.bias"]
+    assert len(mg.SGD([encoder.weight, encoder.weight], lr=0.1).params) == 1
+
+
+def test_a_backward_closure_that_returns_a_bare_array_instead_of_a_tuple_is_named():
+    def double(a):
+        return Tensor.from_op(a.data * 2, (a,), lambda g: (g * 2))  # the comma forgotten
+    x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with pytest.raises(TypeError) as info:
+        double(x).sum().backward()
+    assert_mentions(str(info.value), "backward of double", "ndarray", "tuple", "(g * 2,)")
+    assert x.grad is None  # nothing silently wrong was stored
+    with pytest.raises(TypeError, match="backward of double"):
+        gradcheck(double, [1.0, 2.0])  # rather than an IndexError inside gradcheck
+
+
+def test_a_gradient_of_the_wrong_shape_names_the_op_the_input_and_both_shapes():
+    def total(a):  # the gradient of a sum must be broadcast back to the input's shape
+        return Tensor.from_op(a.data.sum(), (a,), lambda g: (g,))
+    x = Tensor(np.ones((2, 2)), requires_grad=True)
+    with pytest.raises(mg.ShapeError) as info:
+        total(x).backward()
+    assert_mentions(str(info.value), "backward of total", "input 0", "(2, 2)", "()")
+
+    def rows(a):
+        return Tensor.from_op(a.data.sum(axis=1), (a,), lambda g: (g,))  # (2,) back for a (2, 3) input
+    with pytest.raises(mg.ShapeError, match=re.escape("(2, 3)")):
+        rows(Tensor(np.ones((2, 3)), requires_grad=True)).sum().backward()
+
+
+def test_too_few_gradients_are_named_rather_than_a_key_error():
+    def plus(a, b):
+        return Tensor.from_op(a.data + b.data, (a, b), lambda g: (g,))
+    a, b = Tensor([1.0, 1.0], requires_grad=True), Tensor([2.0, 2.0], requires_grad=True)
+    with pytest.raises(TypeError) as info:
+        plus(a, b).sum().backward()
+    assert_mentions(str(info.value), "backward of plus", "1 gradients", "(2;")
+
+
+def test_from_op_with_a_bare_tensor_as_parents_says_what_to_write():
+    a = Tensor([1.0, 1.0], requires_grad=True)
+    with pytest.raises(TypeError) as info:
+        Tensor.from_op(a.data * 2, a, lambda g: (g * 2,))
+    assert_mentions(str(info.value), "from_op", "parents", "(a,)", "Tensor")
+    with pytest.raises(TypeError, match="backward must be a function"):
+        Tensor.from_op(a.data * 2, (a,), None)
+
+
+def test_none_from_a_closure_means_no_gradient_for_that_input():
+    a, b = Tensor([1.0], requires_grad=True), Tensor([2.0], requires_grad=True)
+    Tensor.from_op(a.data * b.data, (a, b), lambda g: (g * b.data, None)).backward()
+    assert a.grad == 2.0 and b.grad is None
+
+
+def test_a_closure_that_changes_g_in_place_is_stopped_before_it_corrupts_another_gradient():
+    def double_in_place(a):
+        def backward(g):
+            g *= 2
+            return (g,)
+        return Tensor.from_op(a.data * 2, (a,), backward)
+    a, b = Tensor([1.0], requires_grad=True), Tensor([1.0], requires_grad=True)
+    with pytest.raises(ValueError) as info:
+        (double_in_place(a) + b).backward()  # add hands the same g to both inputs
+    assert_mentions(str(info.value), "backward of double_in_place", "in place", "g * 2")
+
+
+CHANGED_LATER = {  # op, run on w; then w.data is replaced before backward: the gradient must not change
+    "mul": lambda w: w * w, "div": lambda w: w / (w + 3), "log": lambda w: (w + 3).log(), "relu": Tensor.relu,
+    "exp": Tensor.exp, "tanh": Tensor.tanh, "sigmoid": Tensor.sigmoid, "pow": lambda w: w ** 3,
+    "matmul": lambda w: w @ w, "max": lambda w: w.max(axis=0), "getitem": lambda w: w[[0, 0]],
+    "softmax": Tensor.softmax, "sum": Tensor.sum, "reshape": lambda w: w.reshape(-1) * 2,
+    "Linear": lambda w: mg.Linear(3, 3)(w), "cross_entropy": lambda w: mg.cross_entropy(w * w, [0, 1, 2]),
+    "conv2d": lambda w: mg.conv2d(w.reshape(1, 1, 3, 3), w[:2, :2].reshape(1, 1, 2, 2)),
+    "max_pool2d": lambda w: mg.max_pool2d(w.reshape(1, 1, 3, 3), 2, 1),
+}
+
+
+@pytest.mark.parametrize("name", CHANGED_LATER)
+def test_backward_uses_the_values_of_the_forward_pass_even_if_data_is_replaced(name):
+    values = signed((3, 3)).astype(np.float32)
+    gradients = []
+    for replace in (False, True):
+        mg.manual_seed(0)
+        w = Tensor(values, requires_grad=True)
+        out = CHANGED_LATER[name](w)
+        loss = (out * out).sum()
+        if replace:
+            w.data = -3 * values  # other values, other signs, another order
+        loss.backward()
+        gradients.append(w.grad)
+    np.testing.assert_array_equal(gradients[0], gradients[1])
+
+
+def test_a_frozen_parameter_stays_a_parameter_saved_and_loaded_but_not_trained():
+    model = mg.Sequential(mg.Linear(2, 3), mg.ReLU(), mg.Linear(3, 1))
+    model.layers[0].weight.requires_grad = False
+    state = model.state_dict()
+    assert list(state) == ["layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"]
+    fresh = mg.Sequential(mg.Linear(2, 3), mg.ReLU(), mg.Linear(3, 1))
+    fresh.load_state_dict(state)
+    np.testing.assert_array_equal(fresh.layers[0].weight.data, state["layers.0.weight"])
+    sgd = mg.SGD(model.parameters(), lr=0.1)
+    mg.mse_loss(model(Tensor(signed((4, 2)))), np.ones((4, 1))).backward()
+    sgd.step()
+    assert model.layers[0].weight.grad is None
+    np.testing.assert_array_equal(model.layers[0].weight.data, state["layers.0.weight"])
+    assert not np.array_equal(model.layers[2].weight.data, state["layers.2.weight"])
+
+
+def test_a_tensor_a_module_keeps_is_not_a_parameter():
+    class Remembering(mg.Module):
+        def __init__(self):
+            self.linear = mg.Linear(2, 2)
+
+        def forward(self, x):
+            self.hidden = self.linear(x).relu()  # kept for a look later: not a parameter
+            return self.hidden
+    model = Remembering()
+    model(Tensor(signed((3, 2))))
+    assert list(model.state_dict()) == ["linear.weight", "linear.bias"]
+
+
+def test_a_tensor_with_requires_grad_on_a_module_is_refused_with_what_to_write():
+    class Scaled(mg.Module):
+        def __init__(self):
+            self.scale = Tensor(np.ones(3), requires_grad=True)  # never learned: not a Parameter
+
+        def forward(self, x):
+            return x * self.scale
+    with pytest.raises(TypeError) as info:
+        mg.SGD(Scaled().parameters(), lr=0.1)
+    assert_mentions(str(info.value), "Scaled.scale", "Parameter(", "requires_grad=False")
+
+
+def test_the_tensor_constructor_copies_its_data_as_torch_tensor_does():
+    array = np.zeros(3, dtype=np.float32)
+    a, b = mg.Parameter(array), mg.Parameter(array)
+    a.grad = np.ones(3, dtype=np.float32)
+    mg.SGD([a], lr=1.0).step()
+    assert (array == 0).all() and (b.data == 0).all()  # neither the caller's array nor the other parameter
+    t = Tensor(array)
+    t.data += 1
+    assert (array == 0).all()
+    assert Tensor(t).data is not t.data
+
+
+def test_results_of_ops_are_not_copied():
+    a = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    data = np.ones(3)
+    assert Tensor.from_op(data, (a,), lambda g: (g,)).data is data
+    assert np.shares_memory(a.reshape(3, 2).data, a.data)  # a view, as in PyTorch
+
+
+def test_cross_entropy_with_a_tensor_of_labels_says_what_to_write_or_works_with_integers():
+    logits = Tensor(signed((3, 4)), requires_grad=True)
+    labels = np.array([0, 3, 1])
+    with pytest.raises(ValueError) as info:
+        mg.cross_entropy(logits, Tensor(labels))  # float32, as Tensor makes of integers
+    assert_mentions(str(info.value), "integer class indices", "float32", "Tensor(labels)")
+    expected = mg.cross_entropy(logits, labels).item()
+    assert mg.cross_entropy(logits, Tensor(labels, dtype=np.int64)).item() == expected
+    assert mg.cross_entropy(logits, labels.tolist()).item() == expected
+
+
+def test_a_label_out_of_range_is_named_with_its_row():
+    with pytest.raises(ValueError) as info:
+        mg.cross_entropy(Tensor(np.zeros((4, 3))), np.array([0, 2, 7, 1]))
+    assert_mentions(str(info.value), "target 7 (row 2)", "3 classes", "0..2")
+
+
+def test_an_integer_tensor_times_a_fraction_gives_fractions_as_numpy_and_pytorch():
+    np.testing.assert_array_equal((Tensor(np.array([1, 2]), dtype=np.int64) * 0.5).data, [0.5, 1.0])
+    np.testing.assert_array_equal((Tensor(np.array([1, 2]), dtype=np.int64) / 4).data, [0.25, 0.5])
+
+
+def test_the_mean_of_nothing_is_nan_as_in_numpy_and_pytorch():
+    with pytest.warns(RuntimeWarning):  # numpy's "Mean of empty slice", as np.mean gives
+        assert np.isnan(Tensor(np.zeros((0, 3))).mean().item())
+        assert np.isnan(Tensor(np.zeros((0, 3))).mean(axis=0).data).all()
+    empty = Tensor(np.zeros((0, 3)), requires_grad=True)
+    with pytest.warns(RuntimeWarning):
+        empty.mean(axis=0).sum().backward()
+    assert empty.grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 3), (3,), (2, 1, 2, 3)])
+def test_linear_takes_any_leading_axes_as_pytorch(shape):
+    layer = mg.Linear(3, 2)
+    x = signed(shape)
+    np.testing.assert_allclose(layer(Tensor(x)).data, x @ layer.weight.data.T + layer.bias.data, rtol=1e-5)
+    assert layer(Tensor(x)).shape == shape[:-1] + (2,)
+    for p in layer.parameters():
+        p.data = p.data.astype(np.float64)
+    assert gradcheck_layer(layer, x)
+
+
+def test_sequential_of_a_list_says_to_unpack_it():
+    with pytest.raises(TypeError) as info:
+        mg.Sequential([mg.Linear(2, 2), mg.ReLU()])
+    assert_mentions(str(info.value), "layer 0 is a list", "Sequential(*layers)")
+
+
+def test_an_optimizer_given_the_parameters_method_says_to_call_it():
+    model = mg.Linear(2, 2)
+    with pytest.raises(TypeError, match=re.escape("model.parameters()")):
+        mg.SGD(model.parameters, lr=0.1)
+
+
+@pytest.mark.parametrize("convert", [Tensor, lambda X: X.tolist()], ids=["Tensor", "list"])
+def test_fit_and_evaluate_take_tensors_and_lists_as_well_as_arrays(convert):
+    X, y = blobs(64, seed=0)
+    mg.manual_seed(0)
+    model = mlp()
+    history = mg.fit(model, mg.SGD(model.parameters(), lr=0.1), convert(X), y.tolist(), rng=0, verbose=False)
+    mg.manual_seed(0)
+    reference = mlp()
+    assert history[0]["train_loss"] == mg.fit(reference, mg.SGD(reference.parameters(), lr=0.1), X, y, rng=0,
+                                              verbose=False)[0]["train_loss"]
+    assert mg.evaluate(model, convert(X), Tensor(y, dtype=np.int64)) == mg.evaluate(model, X, y)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5])
+def test_a_batch_size_that_is_not_a_positive_whole_number_is_refused(batch_size):
+    X, y = blobs(8, seed=0)
+    model = mlp()
+    with pytest.raises(ValueError, match="batch_size"):
+        mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, batch_size=batch_size, verbose=False)
 
 
 # ---- training loop: batches ----
