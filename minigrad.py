@@ -6,8 +6,11 @@ the gradient of the loss with respect to the op's output, into the gradients wit
 (g times the op's local derivative). Tensor.backward() calls these closures from the loss back to the
 parameters: that is the chain rule, and all there is to reverse-mode autodiff. Each op's docstring states its
 derivative and shows it with gradients(fn, *inputs), defined below the ops: d fn(...).sum() / d each input."""
+import collections
 import contextlib
+import copy
 import time
+import warnings
 
 import numpy as np
 
@@ -819,7 +822,11 @@ class Adam(Optimizer):
 
 # ---- training loop ----
 class DivergenceError(RuntimeError):
-    """The loss became NaN or infinite, or exploded: fit() stops rather than train on garbage."""
+    """fit() stopped: the loss became NaN or infinite, or exploded. The message says why, and what to do."""
+
+class NotLearningError(DivergenceError):
+    """fit() stopped: the loss stayed at the level of guessing and the accuracy at chance. A sibling of
+    divergence and often its aftermath: a step too large can leave units that never fire again."""
 
 def _dataset(X, y):
     """X and y as numpy arrays, from arrays, lists or Tensors (X in Tensor's dtype: float32 unless float)."""
@@ -839,32 +846,162 @@ def batches(X, y, batch_size, shuffle=True, rng=None):
     # a generator made here, after the checks above, which thus run when batches() is called
     return ((X[order[start:start + batch_size]], y[order[start:start + batch_size]]) for start in starts)
 
+def _is_classification(y):
+    """Targets that are class indices: integers. Accuracy means something for these only."""
+    return y.dtype.kind in "iu"
+
 def evaluate(model, X, y, batch_size=1000, loss_fn=None):
-    """(mean loss, accuracy) of a classifier on (X, y): in eval mode, without a graph, a chunk at a time.
-    >>> evaluate(Sequential(), np.array([[5., 0.], [5., 0.]]), np.array([0, 1]))[1]   # an identity: right once in two
+    """(mean loss, accuracy) on (X, y): in eval mode, without a graph, a chunk at a time. The accuracy
+    is None unless y holds class indices (integers).
+    >>> evaluate(Sequential(), np.array([[5., 0.], [5., 0.]]), np.array([0, 1]))[1]   # right once in two
     0.5"""
-    loss_fn, was_training, total_loss, correct = loss_fn or cross_entropy, model.training, 0.0, 0
+    loss_fn = loss_fn or cross_entropy
     X, y = _dataset(X, y)
+    was_training = model.training
     model.eval()
+    total_loss = 0.0
+    correct = 0
     with no_grad():
         for xb, yb in batches(X, y, batch_size, shuffle=False):
             output = model(Tensor(xb, copy=False))
             total_loss += loss_fn(output, yb).item() * len(xb)
-            correct += int((output.data.argmax(axis=1) == yb).sum())
+            if _is_classification(y):
+                correct += int((output.data.argmax(axis=1) == yb).sum())
     model.train(was_training)
-    return total_loss / len(X), correct / len(X)
+    return total_loss / len(X), correct / len(X) if _is_classification(y) else None
 
-def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_fn=None, rng=None, verbose=True):
-    """Train on mini-batches of (X, y); return the history, a dict per epoch. Stops with DivergenceError
-    when the loss becomes NaN or infinite or grows past 1000 times its first value.
+def _guessing_loss(loss_fn, y):
+    """The loss of a model that ignores its inputs and knows the targets' statistics only: cross-entropy
+    of the class frequencies p (their entropy, -sum p ln p: ln C for C equal classes), or, for mse_loss,
+    the error of predicting the targets' mean (their variance). None for another loss."""
+    if loss_fn is cross_entropy:
+        shares = np.bincount(y) / len(y)
+        shares = shares[shares > 0]
+        return float(-(shares * np.log(shares)).sum())
+    if loss_fn is mse_loss:
+        return float(y.var(axis=0).mean())
+    return None
+
+class _Watch:
+    """fit()'s checks, so that a run that fails says what it saw and the likely cause. Before each step: a
+    loss that is NaN, infinite or 1000 times its scale has diverged; a first loss far above ln C, that of an
+    untrained network with C classes, means outputs that start huge. Every 100 steps, over the last 200: a
+    loss no better than guessing, with an accuracy near chance, means the network learns nothing."""
+
+    def __init__(self, model, optimizer, X, y, loss_fn):
+        self.model = model
+        self.optimizer = optimizer
+        self.guessing = _guessing_loss(loss_fn, y)
+        self.untrained = np.log(y.max() + 1) if loss_fn is cross_entropy else None  # outputs all about 0
+        self.chance = np.bincount(y).max() / len(y) if _is_classification(y) else None
+        self.inputs = (X.min(), X.max())
+        self.first = None
+        self.peak = (0, 0, 0)  # the largest loss so far, its epoch and its step
+        self.steps = 0
+        self.recent = collections.deque(maxlen=200)  # (loss, accuracy) of the last 200 steps
+        self.weights = [p.data.copy() for p in model.parameters()]  # as they were 100 steps ago
+
+    def before_step(self, loss, epoch, step):
+        """Stop if the loss diverged; at the first step, warn if it starts huge."""
+        if self.first is None:
+            self.first = loss
+            if self._huge_start():
+                warnings.warn(f"the first loss, {loss:.4g}, is {loss / self.untrained:.0f} times ln C = "
+                              f"{self.untrained:.4g}, that of an untrained network: the outputs start huge. "
+                              f"{self._huge_start()}", RuntimeWarning, stacklevel=3)
+        scale = max(self.first, self.guessing or 0)  # so that a nearly perfect start cannot make 1 huge
+        if not np.isfinite(loss) or loss > 1000 * scale:
+            lr = self.optimizer.lr
+            cause = f"The learning rate lr={lr:g} is the likely cause: try a smaller one, such as lr={lr / 10:g}."
+            raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: the loss is {loss:.4g}, "
+                                  f"over 1000 times {scale:.4g}, the larger of its start and the loss of "
+                                  f"guessing.\n  {self._huge_start() or cause}")
+        self.peak = max(self.peak, (loss, epoch, step))
+
+    def _huge_start(self):
+        """The likely cause of outputs that started huge; None if they did not."""
+        if not self.untrained or self.first <= 3 * self.untrained:
+            return None
+        low, high = self.inputs
+        if max(-low, high) > 10:
+            return (f"The likely cause: the inputs range {low:.4g}..{high:.4g}. Scale them to about 0..1 "
+                    f"(images of 0..255: divide by 255).")
+        return (f"The inputs range {low:.4g}..{high:.4g}, which is fine: the likely cause is the initial "
+                f"weights (a custom initialization?), or a model already trained on other targets.")
+
+    def after_step(self, loss, accuracy, epoch, step):
+        """Every 100 steps, stop if over the last 200 the loss stayed at guessing and the accuracy near
+        chance. loss is this step's, whose graph holds the units' outputs."""
+        self.steps += 1
+        self.recent.append((loss.item(), accuracy))
+        if self.guessing is None or self.chance is None or self.steps % 100 or self.steps < 200:
+            return
+        mean_loss, mean_accuracy = np.mean(self.recent, axis=0)
+        moved = max(np.linalg.norm(p.data - w) / (np.linalg.norm(w) or 1)
+                    for p, w in zip(self.model.parameters(), self.weights))
+        self.weights = [p.data.copy() for p in self.model.parameters()]
+        if mean_loss < 0.97 * self.guessing or mean_accuracy > self.chance + 0.05:
+            return
+        raise NotLearningError(
+            f"training stopped at epoch {epoch}, step {step}: the network learns nothing.\n"
+            f"  Seen: over the last 200 steps the loss averaged {mean_loss:.4g}, no better than "
+            f"{self.guessing:.4g}, that of guessing from the class frequencies alone (ln C for C equal "
+            f"classes), and the accuracy was {mean_accuracy:.1%}, near chance ({self.chance:.1%}).\n"
+            f"  {self._huge_start() or self._not_learning_cause(loss, moved)}")
+
+    def _not_learning_cause(self, loss, moved):
+        """The likely cause of a network that learns nothing, with the evidence of the model itself: dead
+        units, or weights that hardly move (moved: the largest relative change in the last 100 steps)."""
+        lr = self.optimizer.lr
+        dead = [f"{'all' if count == units else f'{count} of the'} {units} units after {layer}"
+                for layer, count, units in _dead_units(loss, self.model) if count >= units / 2]
+        if dead:
+            peak, epoch, step = self.peak
+            return (f"The likely cause: the learning rate lr={lr:g} is too large. In the last batch, "
+                    f"{' and '.join(dead)} output 0 for every sample, so no gradient reaches their weights: "
+                    f"they are dead, most likely killed by a step too large (the loss rose to {peak:.4g} at "
+                    f"epoch {epoch}, step {step}). Try lr={lr / 10:g}, or lr_find().")
+        if moved < 0.05:
+            return (f"The likely cause: the learning rate lr={lr:g} is too small: in the last 100 steps no "
+                    f"parameter moved by more than {moved:.1%} of its size (in healthy training, 20% and "
+                    f"more). Try lr={lr * 10:g}, or lr_find().")
+        return ("The weights move and the units fire, yet nothing is learned: check that the inputs and the "
+                "targets belong together (shuffled together?) and that the inputs reach the output.")
+
+def _dead_units(loss, model):
+    """(layer, dead units, units) for each ReLU in the graph of loss, where a unit (a feature or a channel:
+    axis 1) is dead if it output 0 for every sample; the layer is the one before the ReLU."""
+    names = {parameter: name for name, parameter in model.named_parameters()}
+    found = []
+    for node in loss._graph_order():
+        if node.op != "relu" or node.ndim < 2:
+            continue
+        fires = (node.data > 0).any(axis=tuple(axis for axis in range(node.ndim) if axis != 1))
+        layer_output = node._parents[0]
+        weight = layer_output._parents[1] if layer_output.op in ("linear", "conv2d") else None
+        layer = names.get(weight, "an op").rsplit(".weight", 1)[0]
+        found.append((layer, int((~fires).sum()), fires.size))
+    return found
+
+def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_fn=None, rng=None,
+        verbose=True, check=True):
+    """Train on mini-batches of (X, y); return the history, a dict per epoch (accuracies only when y holds
+    class indices). Unless check=False, it watches the loss (_Watch): a run that diverges or learns
+    nothing stops with DivergenceError or NotLearningError, which say what was seen and what to try.
     >>> manual_seed(0); X, y = np.array([[-1.], [1.]] * 32), np.array([0, 1] * 32); model = Linear(1, 2)
     >>> fit(model, SGD(model.parameters(), lr=0.5), X, y, epochs=5, verbose=False)[-1]["train_acc"]
     1.0"""
-    loss_fn, rng = loss_fn or cross_entropy, _rng if rng is None else np.random.default_rng(rng)
+    loss_fn = loss_fn or cross_entropy
+    rng = _rng if rng is None else np.random.default_rng(rng)
     X, y = _dataset(X, y)
-    history, first_loss = [], None
+    classification = _is_classification(y)
+    watch = _Watch(model, optimizer, X, y, loss_fn) if check else None
+    history = []
     for epoch in range(1, epochs + 1):
-        start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
+        start = time.perf_counter()
+        total_loss = 0.0
+        correct = 0
+        seen = 0
         model.train()
         epoch_batches = batches(X, y, batch_size, rng=rng)
         steps = -(-len(X) // batch_size)  # batches an epoch, rounded up
@@ -872,22 +1009,76 @@ def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_f
             output = model(Tensor(xb, copy=False))  # a batch is a new array: no need to copy it again
             loss = loss_fn(output, yb)
             value = loss.item()
-            first_loss = value if first_loss is None else first_loss
-            if not np.isfinite(value) or first_loss > 0 and value > 1e3 * first_loss:
-                raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: loss {value:.4g}, first "
-                                      f"{first_loss:.4g}. The learning rate lr={optimizer.lr:g} is the likely cause: "
-                                      f"try a smaller one, such as lr={optimizer.lr / 10:g}.")
+            if watch:
+                watch.before_step(value, epoch, step)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total_loss, seen = total_loss + value * len(xb), seen + len(xb)
-            correct += int((output.data.argmax(axis=1) == yb).sum()) if output.ndim == 2 else 0
+            right = int((output.data.argmax(axis=1) == yb).sum()) if classification else 0
+            if watch:
+                watch.after_step(loss, right / len(xb), epoch, step)
+            total_loss += value * len(xb)
+            correct += right
+            seen += len(xb)
             if verbose and (step % max(1, steps // 50) == 0 or step == steps):  # about 50 updates an epoch
-                print(f"\repoch {epoch}/{epochs} batch {step}/{steps} loss {total_loss / seen:.4f}", end="", flush=True)
-        record = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen}
+                print(f"\repoch {epoch}/{epochs} batch {step}/{steps} loss {total_loss / seen:.4f}", end="",
+                      flush=True)
+        record = {"epoch": epoch, "train_loss": total_loss / seen}
+        if classification:
+            record["train_acc"] = correct / seen
         if validation is not None:
-            record["val_loss"], record["val_acc"] = evaluate(model, *validation, loss_fn=loss_fn)
-        history.append(dict(record, seconds=time.perf_counter() - start))
+            val_loss, val_acc = evaluate(model, *validation, loss_fn=loss_fn)
+            record["val_loss"] = val_loss
+            if val_acc is not None:
+                record["val_acc"] = val_acc
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
         if verbose:
-            print("\r" + "  ".join(f"{k} {v:.4f}" if type(v) is float else f"{k} {v}" for k, v in history[-1].items()))
+            print("\r" + "  ".join(f"{k} {v:.4f}" if type(v) is float else f"{k} {v}" for k, v in record.items()))
     return history
+
+def _endless(X, y, batch_size, rng):
+    """Mini-batches without end: pass after pass over the data, each in a new order."""
+    rng = np.random.default_rng(rng)
+    while True:
+        yield from batches(X, y, batch_size, rng=rng)
+
+def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=64, loss_fn=None, rng=0):
+    """The learning-rate range test (Smith, 2015): train for `steps` steps with the learning rate rising
+    exponentially from start to end, stopping once the loss explodes; then put the model, its gradients,
+    the optimizer and minigrad's random numbers back exactly as they were. Returns (rates, losses,
+    suggestion): the losses are smoothed over recent steps; the suggestion is a tenth of the rate where
+    they were lowest, a rate that still makes progress but stays clear of the explosion.
+    >>> manual_seed(0); X, y = np.array([[-1.], [1.]] * 32), np.array([0, 1] * 32); model = Linear(1, 2)
+    >>> before = model.weight.data.copy()
+    >>> rates, losses, suggestion = lr_find(model, SGD(model, lr=0.1), X, y, steps=60)
+    >>> len(rates) == len(losses), bool((model.weight.data == before).all())   # the weights are back
+    (True, True)"""
+    loss_fn = loss_fn or cross_entropy
+    X, y = _dataset(X, y)
+    weights = model.state_dict()
+    grads = [parameter.grad for parameter in model.parameters()]
+    optimizer_state = copy.deepcopy({k: v for k, v in vars(optimizer).items() if k != "params"})
+    random_state = _rng.bit_generator.state
+    rates = start * (end / start) ** np.linspace(0, 1, steps)
+    losses = []
+    average = 0.0
+    try:
+        for step, (rate, (xb, yb)) in enumerate(zip(rates, _endless(X, y, batch_size, rng)), 1):
+            optimizer.lr = rate
+            loss = loss_fn(model(Tensor(xb, copy=False)), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            average = 0.9 * average + 0.1 * loss.item()
+            losses.append(average / (1 - 0.9 ** step))  # the average, less its pull towards its start, 0
+            if not np.isfinite(losses[-1]) or losses[-1] > 4 * min(losses):
+                break
+    finally:
+        model.load_state_dict(weights)
+        for parameter, grad in zip(model.parameters(), grads):
+            parameter.grad = grad
+        vars(optimizer).update(optimizer_state)
+        _rng.bit_generator.state = random_state
+    losses = np.array(losses)
+    return rates[:len(losses)], losses, rates[np.nanargmin(losses)] / 10

@@ -5,6 +5,7 @@
     python mnist_demo.py --dataset fashion   # Fashion-MNIST: photos of clothes, a harder problem
     python mnist_demo.py --plot run.png      # also draw the training curves and the mistakes (needs matplotlib)
     python mnist_demo.py --graph             # first print the graph of one training step, then train
+    python mnist_demo.py --find-lr           # first find a learning rate (lr_find), then train with it
     python mnist_demo.py --help              # every option
 
 The four data files are kept in data/mnist (or data/fashion-mnist) next to this script. Point --data-dir
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from minigrad import (Adam, Conv2d, DivergenceError, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
-                      Tensor, cross_entropy, fit, manual_seed, no_grad)
+                      Tensor, cross_entropy, fit, lr_find, manual_seed, no_grad)
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -232,6 +233,40 @@ def show_graph(model, images, labels):
     model.zero_grad()
 
 
+def text_plot(rates, losses, suggestion, width=64, height=10):
+    """The learning-rate range test as lines of text: the smoothed loss (rows) against the learning
+    rate on a log scale (columns), the suggested rate marked with a | in the bottom line."""
+    def column(rate):  # log scale, from the first rate to the last
+        return np.round((np.log10(rate) - np.log10(rates[0])) / np.log10(rates[-1] / rates[0]) * (width - 1))
+
+    top, bottom = losses.max(), losses.min()
+    row = np.round((top - losses) / (top - bottom or 1) * (height - 1)).astype(int)
+    grid = [[" "] * width for _ in range(height)]
+    for r, c in zip(row, column(rates).astype(int)):
+        grid[r][c] = "*"
+    lines = [f"{top:7.3f} |" + "".join(grid[0])] + ["        |" + "".join(line) for line in grid[1:-1]]
+    lines.append(f"{bottom:7.3f} |" + "".join(grid[-1]))
+    axis = [" "] * width
+    axis[int(np.clip(column(suggestion), 0, width - 1))] = "|"
+    lines.append("        +" + "".join(axis))
+    ticks = f"{rates[0]:<{width // 2}.0e}{rates[-1]:>{width - width // 2}.0e}"
+    lines.append("         " + ticks)
+    lines.append("         " + "learning rate (log scale)".center(width))
+    return [line.rstrip() for line in lines]
+
+
+def find_lr(model, optimizer, images, labels, batch_size):
+    """Run lr_find, print its curve and suggestion, and return (rates, losses, suggestion)."""
+    print(f"Finding a learning rate: {optimizer.__class__.__name__}'s rate rising from 1e-07 to 10 over "
+          f"up to 300 steps, until the loss explodes (the model is put back as it was afterwards)")
+    rates, losses, suggestion = lr_find(model, optimizer, images, labels, batch_size=batch_size)
+    print("\n".join(text_plot(rates, losses, suggestion)))
+    best = rates[np.argmin(losses)]
+    print(f"The loss (smoothed) was lowest at lr {best:.3g}; suggested: a tenth of it, lr {suggestion:.3g} "
+          f"(marked |)\n")
+    return rates, losses, suggestion
+
+
 def predict(model, images, batch_size=1000):
     """The class with the largest score for each image, computed a chunk at a time to bound memory."""
     model.eval()
@@ -274,9 +309,10 @@ def show_examples(images, labels, predictions, classes, count=4, mistakes=2):
         print()
 
 
-def plot(path, history, images, labels, predictions, classes, title, count=16):
-    """Save one PNG figure at path: loss and accuracy per epoch (train and test) above the first count
-    misclassified test images, each with its predicted and true class."""
+def plot(path, history, images, labels, predictions, classes, title, count=16, lr_curve=None):
+    """Save one PNG figure at path: loss and accuracy per epoch (train and test), and the learning-rate
+    range test's curve if given, above the first count misclassified test images, each with its
+    predicted and true class."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # rather than pyplot: no window, no display, no global state
     from matplotlib.ticker import MaxNLocator, PercentFormatter
@@ -286,7 +322,7 @@ def plot(path, history, images, labels, predictions, classes, title, count=16):
     figure.suptitle(title, fontsize="x-large")
     curves, grid = figure.subfigures(2, 1, height_ratios=[1.1, 1])
     epochs = [record["epoch"] for record in history]
-    loss, accuracy = curves.subplots(1, 2)
+    loss, accuracy, *lr_axes = curves.subplots(1, 2 if lr_curve is None else 3)
     for axes, key, name in [(loss, "loss", "Loss (cross-entropy)"), (accuracy, "acc", "Accuracy")]:
         # fit measures the training set while it learns, with dropout on: early on, train trails test
         axes.plot(epochs, [record["train_" + key] for record in history], "o-", label="train (during the epoch)")
@@ -296,6 +332,13 @@ def plot(path, history, images, labels, predictions, classes, title, count=16):
         axes.grid(alpha=0.3)
         axes.legend()
     accuracy.yaxis.set_major_formatter(PercentFormatter(1))
+    if lr_curve is not None:
+        rates, losses, suggestion = lr_curve
+        lr_axes[0].semilogx(rates, losses)
+        lr_axes[0].axvline(suggestion, color="tab:orange", linestyle="--", label=f"suggested: {suggestion:.2g}")
+        lr_axes[0].set(title="Learning-rate range test", xlabel="learning rate", ylabel="loss (smoothed)")
+        lr_axes[0].grid(alpha=0.3)
+        lr_axes[0].legend()
     wrong = np.flatnonzero(predictions != labels)
     grid.suptitle(f"The first {min(count, len(wrong))} of the {len(wrong):,} misclassified test images: "
                   f"predicted (true)", fontsize="large")
@@ -359,6 +402,9 @@ def parse_args(argv):
     parser.add_argument("--save", type=Path, metavar="FILE.npz",
                         help="save the trained weights (the model's state_dict) with numpy.savez; load them with "
                              "model.load_state_dict(dict(numpy.load(FILE)))")
+    parser.add_argument("--find-lr", action="store_true",
+                        help="before training, run the learning-rate range test (lr_find) and print its "
+                             "curve; then train with its suggestion, or with --lr if given")
     parser.add_argument("--graph", action="store_true",
                         help="before training, print the graph of one training step: every op from the "
                              "loss back to the weights, with the parameters' names, shapes and gradients")
@@ -377,6 +423,7 @@ def parse_args(argv):
         except ImportError:
             parser.exit(1, 'error: --plot needs matplotlib, which is not installed: pip install ".[plot]" in '
                            'minigrad\'s folder, or pip install matplotlib\n')
+    args.lr_given = args.lr is not None
     for option, value in DEFAULTS[args.model].items():
         if getattr(args, option) is None:
             setattr(args, option, value)
@@ -394,10 +441,16 @@ def run(args):
         show_graph(make_model(args.model), train_images[:args.batch_size], train_labels[:args.batch_size])
     manual_seed(args.seed)
     model = make_model(args.model)
+    optimizer = Adam(model.parameters(), lr=args.lr)
+    lr_curve = None
+    if args.find_lr:  # lr_find puts the model and the random numbers back: training starts as without it
+        lr_curve = find_lr(model, optimizer, train_images, train_labels, args.batch_size)
+        if not args.lr_given:
+            optimizer.lr = args.lr = float(f"{lr_curve[2]:.2g}")
     epochs = f"{args.epochs} epoch" + "s" * (args.epochs > 1)
     print(f"Training the {args.model.upper()} on {len(train_images):,} {args.dataset} images for {epochs} (Adam, "
           f"lr {args.lr:g}, batches of {args.batch_size}); validation: the {len(test_images):,} test images")
-    history = fit(model, Adam(model.parameters(), lr=args.lr), train_images, train_labels, epochs=args.epochs,
+    history = fit(model, optimizer, train_images, train_labels, epochs=args.epochs,
                   batch_size=args.batch_size, validation=(test_images, test_labels), rng=args.seed)
     predictions = predict(model, test_images)
     correct, seconds = int((predictions == test_labels).sum()), time.perf_counter() - start
@@ -411,7 +464,7 @@ def run(args):
     if args.plot:
         plot(args.plot, history, test_images, test_labels, predictions, CLASSES[args.dataset],
              f"{args.model.upper()} on {NAMES[args.dataset]}: {correct / len(test_labels):.2%} test accuracy "
-             f"after {epochs} ({seconds:.0f} s)")
+             f"after {epochs} ({seconds:.0f} s)", lr_curve=lr_curve)
         print(f"Saved the figure to {args.plot}")
     return 0
 

@@ -1748,6 +1748,218 @@ def test_fit_verbose_false_prints_nothing(capsys):
 
 
 
+# ---- training that fails says so, and why (on real images: Debian's Fashion-MNIST) ----
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    """Fashion-MNIST's 60,000 training images, (N, 1, 28, 28) in [0, 1] as the demo gives them, and labels."""
+    if not (FASHION / "train-labels-idx1-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist (.ci/run does)")
+    images = demo.read_idx(FASHION / "train-images-idx3-ubyte.gz", "images")
+    labels = demo.read_idx(FASHION / "train-labels-idx1-ubyte.gz", "labels")
+    return (images / np.float32(255))[:, None], labels.astype(np.int64)
+
+
+def demo_run(fashion, optimizer, lr, model="mlp", steps=300, scale=1, **fit_options):
+    """fit the demo's network on Fashion-MNIST for `steps` steps; returns the model and the history."""
+    images, labels = fashion
+    batch_size = 128 if model == "mlp" else 64
+    mg.manual_seed(0)
+    network = demo.make_model(model)
+    make = {"adam": lambda: mg.Adam(network.parameters(), lr=lr),
+            "sgd": lambda: mg.SGD(network.parameters(), lr=lr, momentum=0.9)}[optimizer]
+    history = mg.fit(network, make(), images[:steps * batch_size] * scale, labels[:steps * batch_size],
+                     batch_size=batch_size, rng=0, verbose=False, **fit_options)
+    return network, history
+
+
+def test_a_too_large_learning_rate_that_kills_the_relus_stops_with_what_was_seen_and_what_to_try(fashion):
+    # the seed's silent failure: Adam at lr 0.1 spikes the loss, every ReLU of the first layer dies, and the
+    # loss sits at ln 10 with the accuracy at 10%
+    with pytest.raises(mg.NotLearningError) as info:
+        demo_run(fashion, "adam", 0.1, steps=469)
+    message = str(info.value)
+    assert isinstance(info.value, mg.DivergenceError)
+    assert_mentions(message, "epoch 1, step 200", "learns nothing", "2.303", "ln C", "chance (10.0%)",
+                    "lr=0.1 is too large", "units after layers.1", "output 0 for every sample", "dead",
+                    "Try lr=0.01", "lr_find()")
+    assert re.search(r"the accuracy was 1\d\.\d%", message)
+    dead, units = re.search(r"(all|\d+ of the) (\d+) units after layers\.1\b", message).groups()
+    assert units == "512" and (dead == "all" or int(dead.split()[0]) > 500)
+
+
+def test_a_too_small_learning_rate_stops_with_the_measured_updates(fashion):
+    with pytest.raises(mg.NotLearningError) as info:
+        demo_run(fashion, "sgd", 1e-7)
+    assert_mentions(str(info.value), "step 200", "learns nothing", "lr=1e-07 is too small",
+                    "no parameter moved by more than", "Try lr=1e-06")
+
+
+def test_unscaled_pixels_are_named_at_the_first_step_and_blamed_when_training_diverges(fashion):
+    with pytest.warns(RuntimeWarning) as warned:
+        with pytest.raises(mg.DivergenceError) as info:
+            demo_run(fashion, "sgd", 0.1, scale=255)
+    first = str(warned[0].message)
+    assert_mentions(first, "the first loss", "times ln C = 2.303, that of an untrained network", "inputs range 0..255",
+                    "divide by 255")
+    message = str(info.value)
+    assert_mentions(message, "training diverged", "inputs range 0..255", "divide by 255")
+    assert "learning rate" not in message  # the old advice, lr=0.01, trained to 10% without a word
+
+
+def test_following_the_advice_to_scale_the_pixels_trains(fashion):
+    _, history = demo_run(fashion, "sgd", 0.1, scale=1)
+    assert history[-1]["train_acc"] > 0.6
+
+
+def test_fine_tuning_a_trained_model_on_changed_labels_is_not_a_false_divergence(fashion, monkeypatch):
+    images, labels = fashion[0][:512], fashion[1][:512]
+    mg.manual_seed(0)
+    model = demo.make_model("mlp").eval()  # no dropout: it learns these 512 images by heart
+    mg.fit(model, mg.Adam(model.parameters(), lr=1e-3), images, labels, epochs=60, batch_size=128, rng=0,
+           verbose=False)
+    changed = labels.copy()
+    changed[::50] = (changed[::50] + 1) % 10  # one label in 50 changed
+    trained = model.state_dict()
+    losses = []
+    cross_entropy = mg.cross_entropy
+
+    def recording(output, targets):  # the default loss, which fit() knows, with each value written down
+        loss = cross_entropy(output, targets)
+        losses.append(loss.item())
+        return loss
+    monkeypatch.setattr(mg, "cross_entropy", recording)
+    old_rule_fired = 0
+    for shuffle in range(5):
+        model.load_state_dict(trained)
+        losses.clear()
+        mg.fit(model, mg.Adam(model.parameters(), lr=0.01), images, changed, epochs=2, batch_size=32,
+               rng=shuffle, verbose=False)  # no DivergenceError
+        old_rule_fired += max(losses) > 1000 * losses[0]  # the old rule: 1000 times the first loss
+    assert old_rule_fired >= 1  # this fine-tuning used to be called divergent
+
+
+@pytest.mark.parametrize("model, optimizer, lr", [
+    ("mlp", "adam", 1e-3), ("mlp", "adam", 1e-4), ("mlp", "adam", 3e-3), ("mlp", "sgd", 0.01), ("mlp", "sgd", 0.03),
+    ("mlp", "sgd", 0.1), ("cnn", "adam", 1e-3)])
+def test_healthy_runs_are_never_stopped(fashion, model, optimizer, lr):
+    steps = 300 if model == "mlp" else 200  # judged at steps 200 and 300; the CNN at 200 (its steps are slow)
+    demo_run(fashion, optimizer, lr, model=model, steps=steps)
+
+
+class Constant(mg.Module):
+    """A model that ignores its input: it can only learn the class frequencies."""
+
+    def __init__(self, classes):
+        self.bias = mg.Parameter(np.zeros(classes))
+
+    def forward(self, x):
+        return x[:, :1] * 0 + self.bias
+
+
+def test_a_network_is_judged_over_200_steps_so_short_runs_are_never_stopped():
+    X, y = blobs(200, seed=0)
+    model = Constant(4)
+    mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, epochs=199, batch_size=200, verbose=False)
+    with pytest.raises(mg.NotLearningError, match="epoch 200, step 1: the network learns nothing"):
+        mg.fit(Constant(4), mg.SGD(model.parameters(), lr=0.1), X, y, epochs=200, batch_size=200, verbose=False)
+
+
+def test_check_false_turns_the_watch_off():
+    X, y = blobs(200, seed=0)
+    model = Constant(4)
+    mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, epochs=300, batch_size=200, verbose=False,
+           check=False)  # no NotLearningError
+    model = mlp()
+    with pytest.warns(RuntimeWarning, match="the first loss"):
+        mg.fit(model, mg.SGD(model.parameters(), lr=1e-3), X * 1000, y, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mg.fit(model, mg.SGD(model.parameters(), lr=1e-3), X * 1000, y, verbose=False, check=False)
+
+
+def test_a_far_from_perfect_start_is_a_warning_not_a_stop_and_names_the_initialization():
+    X, y = blobs(200, seed=0)
+    model = mlp()
+    for p in model.parameters():
+        p.data *= 30  # a custom initialization, far too large
+    with pytest.warns(RuntimeWarning, match="the outputs start huge") as warned:
+        mg.fit(model, mg.Adam(model.parameters(), lr=0.01), X, y, epochs=2, verbose=False)
+    assert_mentions(str(warned[0].message), "which is fine", "initial weights")
+
+
+def test_regression_reports_its_loss_and_no_accuracy():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((128, 3)).astype(np.float32)
+    y = (X @ np.array([[1.0], [2.0], [-1.0]], np.float32) + 5).astype(np.float32)
+    model = mg.Linear(3, 1)
+    history = mg.fit(model, mg.SGD(model.parameters(), lr=0.05), X, y, epochs=3, loss_fn=mg.mse_loss,
+                     validation=(X, y), verbose=False)
+    assert set(history[-1]) == {"epoch", "train_loss", "val_loss", "seconds"}
+    loss, accuracy = mg.evaluate(model, X, y, loss_fn=mg.mse_loss)
+    assert accuracy is None and loss == pytest.approx(history[-1]["val_loss"])
+
+
+def test_the_guessing_loss_is_the_entropy_of_the_classes_or_the_variance_of_the_targets():
+    assert mg._guessing_loss(mg.cross_entropy, np.arange(10)) == pytest.approx(np.log(10))
+    assert mg._guessing_loss(mg.cross_entropy, np.array([0, 0, 0, 1])) == pytest.approx(
+        -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+    assert mg._guessing_loss(mg.mse_loss, np.array([1.0, 3.0])) == pytest.approx(1.0)
+
+
+# ---- lr_find ----
+
+def lr_find_run(model_and_optimizer, X, y):
+    model, optimizer = model_and_optimizer
+    return mg.fit(model, optimizer, X, y, epochs=2, batch_size=16, rng=1, verbose=False), model.state_dict()
+
+
+@pytest.mark.parametrize("make_optimizer", [lambda p: mg.SGD(p, lr=0.05, momentum=0.9), lambda p: mg.Adam(p)],
+                         ids=["SGD", "Adam"])
+def test_lr_find_puts_model_optimizer_and_random_numbers_back_exactly(make_optimizer):
+    X, y = blobs(160, seed=0)
+
+    def fresh():
+        mg.manual_seed(0)
+        model = mlp(dropout=0.3)  # dropout draws from minigrad's random numbers
+        optimizer = make_optimizer(model.parameters())
+        mg.fit(model, optimizer, X, y, batch_size=16, rng=0, verbose=False)  # a history to restore
+        return model, optimizer
+    untouched = lr_find_run(fresh(), X, y)
+    model, optimizer = fresh()
+    before = model.state_dict()
+    grads = [p.grad.copy() for p in model.parameters()]
+    rates, losses, suggestion = mg.lr_find(model, optimizer, X, y, steps=100, batch_size=16)
+    assert all(np.array_equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(np.array_equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    after = lr_find_run((model, optimizer), X, y)
+    assert after[0] == [dict(r, seconds=u["seconds"]) for r, u in zip(after[0], untouched[0])] or \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in after[0]] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in untouched[0]]
+    assert all(np.array_equal(after[1][k], untouched[1][k]) for k in after[1])
+
+
+def test_lr_find_raises_the_rate_exponentially_stops_when_the_loss_explodes_and_suggests_a_tenth_of_the_best():
+    X, y = blobs(400, seed=0)
+    mg.manual_seed(0)
+    model = mlp()
+    rates, losses, suggestion = mg.lr_find(model, mg.SGD(model.parameters(), lr=0.1), X, y, start=1e-5, end=1e3,
+                                           steps=200, batch_size=32)
+    ratios = rates[1:] / rates[:-1]
+    np.testing.assert_allclose(ratios, ratios[0])  # exponential
+    assert rates[0] == pytest.approx(1e-5) and len(rates) == len(losses) < 200  # stopped early
+    assert not np.isfinite(losses[-1]) or losses[-1] > 4 * losses.min()  # because it exploded
+    assert suggestion == pytest.approx(rates[np.argmin(losses)] / 10)
+    mg.manual_seed(0)
+    model = mlp()
+    history = mg.fit(model, mg.SGD(model.parameters(), lr=suggestion), X, y, epochs=5, batch_size=32, rng=0,
+                     verbose=False)
+    assert history[-1]["train_acc"] > 0.9  # the suggestion trains
+
+
 def test_the_readmes_map_of_minigrad_py_matches_the_file():
     """README's "How to read minigrad.py" table: its ranges cover the file in order, and each names a thing
     (its first `code`) that is defined or written in that range."""
@@ -2123,7 +2335,38 @@ def test_a_too_large_learning_rate_ends_with_the_divergence_message(tmp_path, se
                         "--batch-size", "10"])
     captured = capsys.readouterr()
     assert status != 0
-    assert re.search(r"^error: .*diverged.*lr=1e\+06", captured.err, re.MULTILINE)
+    assert re.search(r"^error: training diverged.*lr=1e\+06", captured.err, re.MULTILINE | re.DOTALL)
+    assert "Traceback" not in captured.err and "Test accuracy" not in captured.out
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_find_lr_prints_the_range_test_then_trains_with_its_suggestion(model, tmp_path, server, capsys):
+    url, _ = server
+    arguments = ["--data-dir", str(tmp_path), "--mirror", url + "/good/", "--model", model, "--epochs", "1",
+                 "--limit", "40", "--batch-size", "20", "--find-lr"]
+    assert demo.main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "Finding a learning rate: Adam's rate rising from 1e-07 to 10" in out
+    curve = out[out.index("Finding"):out.index("suggested")].splitlines()[1:]
+    assert sum("*" in line for line in curve) >= 5 and "learning rate (log scale)" in out
+    assert re.search(r"^ +\+ *\|$", out, re.M)  # the suggestion marked under the curve
+    best, suggested = re.search(r"lowest at lr ([\d.e+-]+); suggested: a tenth of it, lr ([\d.e+-]+)", out).groups()
+    assert float(suggested) == pytest.approx(float(best) / 10, rel=1e-2)
+    assert f"(Adam, lr {float(f'{float(suggested):.2g}'):g}, batches of 20)" in out
+
+    assert demo.main(arguments + ["--lr", "0.005"]) == 0  # a rate given: the test is only shown
+    out = capsys.readouterr().out
+    assert "suggested" in out and "(Adam, lr 0.005, batches of 20)" in out
+
+
+def test_a_network_that_learns_nothing_ends_the_demo_with_one_clear_message(capsys):
+    if not (FASHION / "train-labels-idx1-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist (.ci/run does)")
+    status = demo.main(["--dataset", "fashion", "--data-dir", str(FASHION), "--lr", "0.1", "--epochs", "1"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert re.search(r"^error: training stopped at epoch 1, step 200: the network learns nothing", captured.err, re.M)
+    assert "lr=0.1 is too large" in captured.err and "Try lr=0.01" in captured.err
     assert "Traceback" not in captured.err and "Test accuracy" not in captured.out
 
 
@@ -2154,7 +2397,7 @@ def test_help_explains_every_option(capsys):
     out = capsys.readouterr().out
     assert exit.value.code == 0
     for option in ["--dataset", "--data-dir", "--mirror", "--model", "--epochs", "--batch-size", "--lr", "--seed",
-                   "--limit", "--save", "--plot", "--graph"]:
+                   "--limit", "--save", "--plot", "--graph", "--find-lr"]:
         assert re.search(rf"^  {option}\b", out, re.MULTILINE), f"{option} is not in the help"
     for explanation in ["data/mnist", "several times", "784-512-256-10", "passes over", "first N", "state_dict",
                         'pip install ".[plot]"']:
