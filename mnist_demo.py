@@ -40,14 +40,16 @@ MIRRORS = {  # tried in this order; the historical host (last) often answers 403
               "http://yann.lecun.com/exdb/mnist/"],
     "fashion": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
 }
-# The md5 of each published .gz, as torchvision checks them. A download must match; the tests put the md5s
-# of the files they generate here.
+# The md5 of each published file's content once uncompressed (the IDX bytes). A download and a file found in
+# --data-dir alike must match, however they were compressed (Debian's copies are recompressed .gz files).
+# The two tables also tell the data sets apart. The tests put the md5s of the files they generate here.
 MD5 = {
-    "mnist": dict(zip(FILES, ["f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-                              "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"])),
-    "fashion": dict(zip(FILES, ["8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-                                "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"])),
+    "mnist": dict(zip(FILES, ["6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
+                              "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"])),
+    "fashion": dict(zip(FILES, ["f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+                                "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"])),
 }
+SWITCH = {"fashion": "add --dataset fashion", "mnist": "leave out --dataset fashion (MNIST is the default)"}
 CLASSES = {
     "mnist": [str(digit) for digit in range(10)],
     "fashion": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -69,13 +71,17 @@ class DataError(Exception):
     """A data file is missing, cannot be downloaded, or is damaged; the message says which and what to do."""
 
 
+class OtherDataset(DataError):
+    """A data file is intact but belongs to the other data set; the message says which option to give."""
+
+
 # ---- getting the data ----
 
 def load_dataset(dataset, data_dir, mirrors):
     """(train images, train labels, test images, test labels): images float32 (N, 1, 28, 28) in [0, 1],
     labels int64 (N,). Files missing from data_dir are downloaded there first."""
     data_dir = Path(data_dir)
-    arrays = {name: load_file(data_dir, name, mirrors, MD5[dataset][name], SHAPES[name]) for name in FILES}
+    arrays = {name: load_file(data_dir, name, mirrors, dataset) for name in FILES}
     for images, labels in [FILES[0:2], FILES[2:4]]:
         if len(arrays[images]) != len(arrays[labels]):
             raise DataError(f"{data_dir / labels}: {len(arrays[labels])} labels for {len(arrays[images])} images in "
@@ -89,33 +95,45 @@ def load_dataset(dataset, data_dir, mirrors):
     return pixels(train_images), train_labels.astype(np.int64), pixels(test_images), test_labels.astype(np.int64)
 
 
-def load_file(data_dir, name, mirrors, md5, shape):
-    """The array in data_dir/name, downloaded first if it is not there."""
-    path, kind = data_dir / name, "images" if len(shape) == 3 else "labels"
+def load_file(data_dir, name, mirrors, dataset):
+    """The array in data_dir/name, downloaded first if it is not there, once its content is checked."""
+    path = data_dir / name
     if not path.exists():
-        download(name, data_dir, mirrors, md5)
-        return read_idx(path, kind)
-    found = hashlib.md5(path.read_bytes()).hexdigest()
-    if found == md5:
-        return read_idx(path, kind)
-    # Not the published file, but it may be a recompressed copy (Debian's are): its content decides.
-    advice = (f"It is not the published file either (md5 {found}, expected {md5}): delete it to download it "
-              f"again, or replace it with a good copy.")
+        download(name, data_dir, mirrors, dataset)
     try:
-        array = read_idx(path, kind)
+        return checked(path.read_bytes(), dataset, name)
+    except OtherDataset as error:
+        raise DataError(f"{path}: {error}") from None
     except DataError as error:
-        raise DataError(f"{error}\n  {advice}") from None
-    if array.shape != shape:
-        raise DataError(f"{path}: holds {kind} of shape {array.shape}, expected {shape}.\n  {advice}")
-    print(f"{path}: md5 differs from the published file's (recompressed?), but it holds valid {kind} "
-          f"of shape {shape}: using it")
-    return array
+        raise DataError(f"{path}: {error}.\n  What to do: delete it to download it again, or replace it with a "
+                        f"good copy.") from None
 
 
-def download(name, data_dir, mirrors, md5):
-    """Save the first copy of name from the mirrors whose md5 is right as data_dir/name.
+def checked(raw, dataset, name):
+    """The array in raw, the bytes of a file (gzipped or not), if its content is dataset's published file name.
 
-    The bytes go to a temporary file next to it, renamed only once the checksum matched, so that an
+    Otherwise a DataError that says what the bytes hold instead, without naming where they came from."""
+    kind = "images" if len(SHAPES[name]) == 3 else "labels"
+    data = uncompressed(raw)
+    array = parse_idx(data, kind)
+    found = hashlib.md5(data).hexdigest()
+    if found == MD5[dataset][name]:
+        return array
+    for other, known in MD5.items():
+        if other != dataset and found in known.values():
+            raise OtherDataset(f"this is {NAMES[other]}'s file, not {NAMES[dataset]}'s. These are {NAMES[other]}'s "
+                               f"files: {SWITCH[other]}")
+    if array.shape != SHAPES[name]:
+        raise DataError(f"holds {kind} of shape {array.shape}, expected {SHAPES[name]}")
+    raise DataError(f"holds well-formed {kind} of the right shape, but not {NAMES[dataset]}'s: the md5 of its "
+                    f"uncompressed content is {found}, expected {MD5[dataset][name]}, so the file is damaged (one "
+                    f"changed byte is enough) or a different one")
+
+
+def download(name, data_dir, mirrors, dataset):
+    """Save the first copy of name from the mirrors whose content is the published one as data_dir/name.
+
+    The bytes go to a temporary file next to it, renamed only once their content is checked, so that an
     interrupted or failed download never leaves a file under the final name."""
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,28 +141,32 @@ def download(name, data_dir, mirrors, md5):
     except OSError as error:
         raise DataError(f"{name} is not in {data_dir} and cannot be downloaded there ({error}).\n"
                         f"  Choose a writable folder with --data-dir, or put the file there yourself.") from None
-    failures = []
+    failures, network_failed = [], False
     try:
         with part:
             for url in [mirror.rstrip("/") + "/" + name for mirror in mirrors]:
                 part.seek(0)
                 part.truncate()
                 try:
-                    found = fetch(url, part)
-                    if found != md5:
-                        raise DataError(f"wrong md5 {found}, expected {md5}: discarded")
+                    fetch(url, part)
+                    part.seek(0)
+                    checked(part.read(), dataset, name)
                     break
-                except (OSError, http.client.HTTPException, ValueError, DataError) as error:
+                except DataError as error:  # what the mirror sent is not the published file
+                    failures.append(f"{url}: {error} (discarded)")
+                    print(f"  failed: {error} (discarded)")
+                except (OSError, http.client.HTTPException, ValueError) as error:
                     failures.append(f"{url}: {describe(error)}")
                     print(f"  failed: {describe(error)}")
+                    network_failed = True
             else:
                 tried = "".join(f"\n  {failure}" for failure in failures) or "\n  (no mirror given)"
+                network = "check the network connection and run again;\n  or " if network_failed else ""
                 raise DataError(
                     f"{name} is missing from {data_dir} and could not be downloaded:{tried}\n"
-                    f"What to do: check the network connection and run again;\n"
-                    f"  or get the four files ({', '.join(FILES)}) some other way and put them in {data_dir}, "
-                    f"or point --data-dir at the folder that has them;\n"
-                    f"  or name a mirror that has them with --mirror URL (repeatable).")
+                    f"What to do: {network}get the four files ({', '.join(FILES)}) some other way and put them "
+                    f"in {data_dir}, or point --data-dir at the folder that has them;\n"
+                    f"  or name a mirror that has the original files with --mirror URL (repeatable).")
         os.chmod(part.name, 0o644)  # tempfile makes it private; a data set is for everyone on the machine
         os.replace(part.name, data_dir / name)
     finally:
@@ -152,8 +174,8 @@ def download(name, data_dir, mirrors, md5):
 
 
 def fetch(url, out):
-    """Copy url into the open file out, showing bytes/total on one updating line; return the md5."""
-    digest, done = hashlib.md5(), 0
+    """Copy url into the open file out, showing bytes/total on one updating line."""
+    done = 0
     print(f"downloading {url}", end="", flush=True)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
@@ -161,12 +183,10 @@ def fetch(url, out):
             of_total = f" / {int(total):,}" if total else ""
             for chunk in iter(lambda: response.read(1 << 16), b""):
                 out.write(chunk)
-                digest.update(chunk)
                 done += len(chunk)
                 print(f"\rdownloading {url}  {done:,}{of_total} bytes", end="", flush=True)
     finally:
         print()  # end the progress line, whatever happened
-    return digest.hexdigest()
 
 
 def describe(error):
@@ -180,29 +200,33 @@ def describe(error):
 
 # ---- reading the data ----
 
-def read_idx(path, kind):
-    """The array of unsigned bytes in the IDX file at path (gzipped or not), after checking its header.
+def uncompressed(raw):
+    """The bytes of a file, gunzipped if they are gzipped."""
+    if raw[:2] != b"\x1f\x8b":  # gzip's own magic number
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"damaged gzip data ({error})") from None
+
+
+def parse_idx(data, kind):
+    """The array of unsigned bytes in data, the content of an IDX file, after checking its header.
 
     IDX: a big-endian 32-bit magic number (0x801 for labels, 0x803 for images: 1 or 3 dimensions), one
     32-bit size per dimension, then the bytes themselves, row by row."""
-    data = Path(path).read_bytes()
-    if data[:2] == b"\x1f\x8b":  # gzip's own magic number
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
-            raise DataError(f"{path}: damaged gzip data ({error})") from None
     magic = MAGIC[kind]
     header = 4 + 4 * (magic & 0xFF)
     if len(data) < header:
-        raise DataError(f"{path}: {len(data)} bytes, too short for the header of an IDX {kind} file")
+        raise DataError(f"{len(data)} bytes, too short for the header of an IDX {kind} file")
     (found,) = struct.unpack(">I", data[:4])
     if found != magic:
-        raise DataError(f"{path}: magic number 0x{found:08X}, expected 0x{magic:08X} for IDX {kind}: "
-                        f"this is not an MNIST {kind} file")
+        raise DataError(f"magic number 0x{found:08X}, expected 0x{magic:08X} for IDX {kind}: this is not an MNIST "
+                        f"{kind} file")
     dims = struct.unpack(f">{magic & 0xFF}I", data[4:header])
     if len(data) - header != math.prod(dims):
-        raise DataError(f"{path}: the header announces {' x '.join(map(str, dims))} = {math.prod(dims):,} bytes of "
-                        f"{kind}, but {len(data) - header:,} follow it: the file is truncated or damaged")
+        raise DataError(f"the header announces {' x '.join(map(str, dims))} = {math.prod(dims):,} bytes of {kind}, "
+                        f"but {len(data) - header:,} follow it: the file is truncated or damaged")
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
 
 
