@@ -134,14 +134,17 @@ def download(name, data_dir, mirrors, dataset):
     """Save the first copy of name from the mirrors whose content is the published one as data_dir/name.
 
     The bytes go to a temporary file next to it, renamed only once their content is checked, so that an
-    interrupted or failed download never leaves a file under the final name."""
+    interrupted or failed download never leaves a file under the final name; the folders made for it are
+    removed again when it fails."""
+    made = [folder for folder in [data_dir, *data_dir.parents] if not folder.exists()]  # deepest first
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         part = tempfile.NamedTemporaryFile(dir=data_dir, prefix=name + ".", suffix=".part", delete=False)
     except OSError as error:
+        remove_empty(made)
         raise DataError(f"{name} is not in {data_dir} and cannot be downloaded there ({error}).\n"
                         f"  Choose a writable folder with --data-dir, or put the file there yourself.") from None
-    failures, network_failed = [], False
+    failures, network_failed, saved = [], False, False
     try:
         with part:
             for url in [mirror.rstrip("/") + "/" + name for mirror in mirrors]:
@@ -169,8 +172,22 @@ def download(name, data_dir, mirrors, dataset):
                     f"  or name a mirror that has the original files with --mirror URL (repeatable).")
         os.chmod(part.name, 0o644)  # tempfile makes it private; a data set is for everyone on the machine
         os.replace(part.name, data_dir / name)
+        saved = True
     finally:
         Path(part.name).unlink(missing_ok=True)  # gone already if the rename happened
+        if not saved:
+            remove_empty(made)
+
+
+def remove_empty(folders):
+    """Remove these folders, deepest first, while they are empty: those made for a download that failed."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:  # never made: mkdir failed below it
+            continue
+        except OSError:  # not empty: a file was downloaded into it after all
+            break
 
 
 def fetch(url, out):

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
@@ -1639,7 +1640,7 @@ def test_when_every_mirror_fails_the_error_names_the_file_each_url_and_what_to_d
     assert re.search(re.escape(f"{closed_port_url}{TRAIN_IMAGES}: ") + ".*refused", err)
     assert "check the network" in err and "--data-dir" in err and "--mirror" in err
     assert "Traceback" not in err
-    assert listing(tmp_path / "data") == []  # no file under the final name, no temporary file
+    assert listing(tmp_path) == []  # not even the folder it made: no file under the final name, no temporary file
 
 
 def test_when_every_mirror_serves_other_content_the_error_does_not_blame_the_network(tmp_path, server, capsys):
@@ -1652,6 +1653,37 @@ def test_when_every_mirror_serves_other_content_the_error_does_not_blame_the_net
     assert re.search(re.escape(f"{url}/corrupt/{TRAIN_IMAGES}: damaged gzip data") + ".*discarded", err)
     assert "network" not in err
     assert "name a mirror that has the original files with --mirror" in err and "--data-dir" in err
+
+
+def test_a_failed_download_removes_the_folders_it_made_and_only_those(tmp_path, closed_port_url, capsys):
+    (tmp_path / "kept").mkdir()
+    status = demo.main(["--data-dir", str(tmp_path / "kept" / "new" / "data"), "--mirror", closed_port_url])
+    assert status == 1 and "refused" in capsys.readouterr().err
+    assert listing(tmp_path) == ["kept"] and listing(tmp_path / "kept") == []
+
+
+def test_the_folders_made_for_a_download_are_removed_when_no_file_can_be_written_there(tmp_path, monkeypatch):
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "new" / "data"))
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refused)
+    with pytest.raises(demo.DataError, match="Permission denied"):
+        demo.load_dataset("mnist", tmp_path / "new" / "data", ["http://127.0.0.1:9/"])
+    assert listing(tmp_path) == []
+
+
+def test_a_folder_that_received_a_file_stays_when_a_later_download_fails(tmp_path, server, monkeypatch, capsys):
+    url, _ = server
+    real_urlopen = urllib.request.urlopen
+
+    def first_file_only(address, *args, **kwargs):
+        if not address.endswith(TRAIN_IMAGES):
+            raise urllib.error.URLError("the network went away")
+        return real_urlopen(address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", first_file_only)
+    status = demo.main(["--data-dir", str(tmp_path / "data"), "--mirror", url + "/good/"])
+    assert status == 1 and "the network went away" in capsys.readouterr().err
+    assert listing(tmp_path / "data") == [TRAIN_IMAGES]  # verified, and kept for the next run
 
 
 def test_ctrl_c_during_a_download_leaves_no_file_and_ends_with_one_line(tmp_path, server, monkeypatch, capsys):
