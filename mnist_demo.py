@@ -59,6 +59,7 @@ NAMES = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}
 FOLDERS = {"mnist": "mnist", "fashion": "fashion-mnist"}  # under data/ next to this script, by default
 MAGIC = {"labels": 0x00000801, "images": 0x00000803}  # IDX: unsigned bytes (0x08), in 1 or 3 dimensions
 TIMEOUT = 30  # seconds without an answer before a mirror counts as down
+PLOT_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")  # what matplotlib's Agg canvas writes without other tools
 
 # Measured on Fashion-MNIST with a few seeds: the test accuracy still moves by about 0.5% from one epoch to
 # the next, so the MLP stops where it stays clear of its target (88%, standing in for MNIST's 98%), well
@@ -302,8 +303,8 @@ def show_examples(images, labels, predictions, classes, count=4, mistakes=2):
 
 
 def plot(path, history, images, labels, predictions, classes, title, count=16):
-    """Save one PNG figure at path: loss and accuracy per epoch (train and test) above the first count
-    misclassified test images, each with its predicted and true class."""
+    """Save one figure at path, in the format its suffix names (PLOT_FORMATS): loss and accuracy per epoch
+    (train and test) above the first count misclassified test images, each with its predicted and true class."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # rather than pyplot: no window, no display, no global state
     from matplotlib.ticker import MaxNLocator, PercentFormatter
@@ -319,7 +320,8 @@ def plot(path, history, images, labels, predictions, classes, title, count=16):
         axes.plot(epochs, [record["train_" + key] for record in history], "o-", label="train (during the epoch)")
         axes.plot(epochs, [record["val_" + key] for record in history], "o-", label="test")
         axes.set(title=name + " per epoch", xlabel="epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        axes.set_xlim(0.5, len(history) + 0.5)  # else one epoch's single point gets an axis from 0.945 to 1.055
         axes.grid(alpha=0.3)
         axes.legend()
     accuracy.yaxis.set_major_formatter(PercentFormatter(1))
@@ -336,7 +338,7 @@ def plot(path, history, images, labels, predictions, classes, title, count=16):
     # tempfile, whose files only their owner may read.
     part = path.with_name(f"{path.name}.{os.getpid()}.part")
     try:
-        figure.savefig(part, format="png", dpi=100)
+        figure.savefig(part, format=path.suffix[1:].lower(), dpi=100)
         os.replace(part, path)
     finally:
         part.unlink(missing_ok=True)
@@ -345,14 +347,27 @@ def plot(path, history, images, labels, predictions, classes, title, count=16):
 # ---- the command line ----
 
 def positive(kind):
-    """An argparse type: a number of this kind, greater than 0."""
+    """An argparse type: a finite number of this kind, greater than 0."""
     def parse(text):
         value = kind(text)
+        if not math.isfinite(value):  # float() reads "nan" and "inf", which no training can use
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names it in its message: "invalid int value: 'x'"
     return parse
+
+
+def seed(text):
+    """An argparse type: an integer, 0 or more (numpy's random generators refuse negative seeds)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+seed.__name__ = "int"  # argparse names it in its message: "invalid int value: 'x'"
 
 
 def parse_args(argv):
@@ -378,9 +393,11 @@ def parse_args(argv):
     parser.add_argument("--lr", type=positive(float),
                         help=f"Adam's learning rate (default: {DEFAULTS['mlp']['lr']:g}); too large a one makes "
                              f"training diverge")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the initial weights, dropout and batch order: the same seed gives the same "
-                             "run (default: 0)")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help="seed of the initial weights, dropout and batch order, 0 or more: the same seed gives "
+                             "the same run on the same machine with the same number of BLAS threads "
+                             "(OPENBLAS_NUM_THREADS; another number adds up matrix products in another order) "
+                             "(default: 0)")
     parser.add_argument("--limit", type=positive(int), metavar="N",
                         help="train on the first N training images only, for a quick look (default: all)")
     parser.add_argument("--save", type=Path, metavar="FILE.npz",
@@ -388,13 +405,19 @@ def parse_args(argv):
                              "model.load_state_dict(dict(numpy.load(FILE)))")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
                         help="save a figure: loss and accuracy per epoch (train and test), and misclassified test "
-                             "images with their predicted and true classes; needs matplotlib "
+                             f"images with their predicted and true classes; the suffix names the format "
+                             f"({', '.join('.' + name for name in PLOT_FORMATS)}); needs matplotlib "
                              "(pip install \".[plot]\")")
     args = parser.parse_args(argv)
     # Checked now rather than after minutes of download and training:
     for option, file in [("--save", args.save), ("--plot", args.plot)]:
         if file and not file.resolve().parent.is_dir():
             parser.error(f"{option} {file}: the folder {file.resolve().parent} does not exist")
+    if args.plot and args.plot.suffix[1:].lower() not in PLOT_FORMATS:
+        suffix = args.plot.suffix
+        problem = f"cannot save a figure as {suffix}" if suffix else "no suffix to say which format to save in"
+        parser.error(f"--plot {args.plot}: {problem}; end the name in "
+                     f"{', '.join('.' + name for name in PLOT_FORMATS)}")
     if args.plot:
         try:
             import matplotlib  # noqa: F401 (plot imports what it draws with)
@@ -412,6 +435,7 @@ def parse_args(argv):
 def run(args):
     start = time.perf_counter()
     train_images, train_labels, test_images, test_labels = load_dataset(args.dataset, args.data_dir, args.mirror)
+    available = len(train_images)
     train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
     manual_seed(args.seed)
     model = make_model(args.model)
@@ -432,7 +456,8 @@ def run(args):
     if args.plot:
         plot(args.plot, history, test_images, test_labels, predictions, CLASSES[args.dataset],
              f"{args.model.upper()} on {NAMES[args.dataset]}: {correct / len(test_labels):.2%} test accuracy "
-             f"after {epochs} ({seconds:.0f} s)")
+             f"after {epochs} ({seconds:.0f} s)" + (f"\ntrained on {len(train_images):,} of the {available:,} "
+                                                    f"training images" if len(train_images) < available else ""))
         print(f"Saved the figure to {args.plot}")
     return 0
 

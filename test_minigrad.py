@@ -1896,7 +1896,8 @@ def test_help_explains_every_option(capsys):
                    "--limit", "--save", "--plot"]:
         assert re.search(rf"^  {option}\b", out, re.MULTILINE), f"{option} is not in the help"
     for explanation in ["data/mnist", "several times", "784-512-256-10", "passes over", "first N", "state_dict",
-                        'pip install ".[plot]"']:
+                        'pip install ".[plot]"', "the same seed gives the same run on the same machine with the same "
+                        "number of BLAS threads", ".png, .jpg, .jpeg, .pdf, .svg"]:
         assert explanation in " ".join(out.split()), f"the help does not say {explanation!r}"
 
 
@@ -1914,6 +1915,24 @@ def test_numbers_that_must_be_positive_are_checked(capsys):
         with pytest.raises(SystemExit):
             demo.main([option, value])
         assert f"{option}: must be positive, got {value}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--seed", "-1", "must be 0 or more, got -1"), ("--seed", "1.5", "invalid int value: '1.5'"),
+    ("--lr", "nan", "must be a finite number, got nan"), ("--lr", "inf", "must be a finite number, got inf"),
+    ("--lr", "-inf", "must be a finite number, got -inf")])
+def test_a_seed_below_0_and_a_learning_rate_that_is_not_a_finite_number_are_refused_by_argparse(
+        option, value, message, tmp_path, no_network, capsys):
+    with pytest.raises(SystemExit) as exit:
+        demo.main(["--data-dir", str(tmp_path), f"{option}={value}"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2
+    assert err.startswith("usage: ") and err.endswith(f": error: argument {option}: {message}\n")
+    assert listing(tmp_path) == []
+
+
+def test_seed_0_is_a_seed():
+    assert demo.parse_args(["--seed", "0"]).seed == 0 and demo.parse_args(["--seed", "12"]).seed == 12
 
 
 # ---- the picture (--plot) ----
@@ -1963,3 +1982,53 @@ def test_plot_without_matplotlib_says_how_to_install_it_before_any_work(tmp_path
     assert len(err.strip().splitlines()) == 1
     assert "matplotlib" in err and 'pip install ".[plot]"' in err and "pip install matplotlib" in err
     assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["run.gif", "run", "run.png.txt"])
+def test_plot_refuses_a_name_whose_format_it_cannot_write_before_any_work(name, tmp_path, no_network, monkeypatch,
+                                                                         capsys):
+    def train(*args, **kwargs):
+        raise AssertionError("the demo trained a network it could not plot")
+    monkeypatch.setattr(demo, "fit", train)
+    with pytest.raises(SystemExit) as exit:
+        demo.main(["--data-dir", str(tmp_path / "data"), "--plot", str(tmp_path / name)])
+    err = capsys.readouterr().err
+
+    assert exit.value.code == 2
+    assert f"error: --plot {tmp_path / name}: " in err and "end the name in .png, .jpg, .jpeg, .pdf, .svg" in err
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("name, start", [
+    ("run.jpg", rb"\xff\xd8\xff"), ("run.JPEG", rb"\xff\xd8\xff"), ("run.pdf", rb"%PDF-"),
+    ("run.svg", rb"<\?xml[^>]*>\s*<!DOCTYPE svg[^>]*>\s*<svg ")])
+def test_plot_saves_in_the_format_its_name_asks_for(name, start, tmp_path):
+    pytest.importorskip("matplotlib")
+    labels = np.arange(20) % 10
+    history = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4}]
+    demo.plot(tmp_path / name, history, np.zeros((20, 1, 28, 28), np.float32), labels, (labels + 1) % 10,
+              demo.CLASSES["mnist"], "a title")
+    assert re.match(start, (tmp_path / name).read_bytes())
+    assert listing(tmp_path) == [name]
+
+
+@pytest.mark.parametrize("limit, note", [(40, "\ntrained on 40 of the 60 training images"), (60, "")])
+def test_plot_of_one_epoch_has_a_readable_axis_and_says_when_part_of_the_training_set_was_used(
+        limit, note, tmp_path, server, monkeypatch, capsys):
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.figure
+    url, _ = server
+    drawn = []
+    real_savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda figure, *args, **kwargs: drawn.append(figure) or real_savefig(figure, *args, **kwargs))
+    assert demo.main(["--data-dir", str(tmp_path / "data"), "--mirror", url + "/good/", "--epochs", "1",
+                      "--limit", str(limit), "--plot", str(tmp_path / "run.png")]) == 0
+    capsys.readouterr()
+
+    title = drawn[0].texts[0].get_text()
+    assert re.fullmatch(r"MLP on MNIST: \d+\.\d\d% test accuracy after 1 epoch \(\d+ s\)" + re.escape(note), title)
+    for axes in drawn[0].get_axes()[:2]:  # loss and accuracy
+        low, high = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+        assert ticks == [1] and low <= 0.5 and high >= 1.5
