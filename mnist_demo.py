@@ -432,8 +432,50 @@ def parse_args(argv):
     return args
 
 
+# How many threads numpy's BLAS runs, read once, when numpy is imported: OpenBLAS takes the first of these that
+# is set (MKL reads the last two); with none set, both run one thread per core.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def machine_load():
+    """(the load average over the last minute, or None where the system has none; the cores this process
+    may use)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows has no load average
+        load = None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return load, cores
+
+
+def busy_warning(load, cores, environ):
+    """A warning when other programs keep cores busy that numpy's BLAS threads will want, else None.
+
+    A matrix product is split among the threads and waits for the last one: a thread that has to share
+    its core with another program holds up all of them, and OpenBLAS's waiting threads spin, taking
+    CPU time from the one they wait for. Measured on 2 cores with other work on them (README, Troubleshooting):
+    an epoch took 4 to 9 times as long with 2 threads as with 1.
+    >>> busy_warning(0.3, 2, {}) is None, busy_warning(2.5, 2, {"OPENBLAS_NUM_THREADS": "1"}) is None
+    (True, True)"""
+    if load is None or load < 1:  # less than one core's worth of other work
+        return None
+    chosen = next((environ[name] for name in THREAD_VARIABLES if environ.get(name, "").strip()), None)
+    threads = int(chosen) if chosen and chosen.strip().isdigit() else cores
+    free = max(1, cores - int(load))  # a core counts as taken once others use all of it
+    if threads <= free:
+        return None
+    return (f"this machine is busy: its load average over the last minute is {load:.2f} on {cores} cores, and "
+            f"numpy's BLAS runs {threads} threads, which wait for each other and spin while a core is taken; "
+            f"that can make training several times slower (4 to 9 times, measured on 2 busy cores).\n"
+            f"  If it is slow, stop it (Ctrl-C) and run it with fewer threads: "
+            f"OPENBLAS_NUM_THREADS={free} python mnist_demo.py ...")
+
+
 def run(args):
     start = time.perf_counter()
+    warning = busy_warning(*machine_load(), os.environ)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     train_images, train_labels, test_images, test_labels = load_dataset(args.dataset, args.data_dir, args.mirror)
     available = len(train_images)
     train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
