@@ -473,12 +473,12 @@ def busy_warning(load, cores, environ):
 
 def run(args):
     start = time.perf_counter()
-    warning = busy_warning(*machine_load(), os.environ)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
     train_images, train_labels, test_images, test_labels = load_dataset(args.dataset, args.data_dir, args.mirror)
     available = len(train_images)
     train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
+    warning = busy_warning(*machine_load(), os.environ)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     manual_seed(args.seed)
     model = make_model(args.model)
     epochs = f"{args.epochs} epoch" + "s" * (args.epochs > 1)

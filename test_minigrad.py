@@ -2074,6 +2074,9 @@ def test_the_demo_warns_before_training_on_a_busy_machine_and_still_trains(tmp_p
     for name in demo.THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(demo, "machine_load", lambda: (3.2, 2))
+    assert demo.main(["--data-dir", str(tmp_path / "elsewhere"), "--mirror", url + "/missing/"]) == 1
+    assert capsys.readouterr().err.startswith("error: ")  # no training, so no word about its speed
+
     arguments = ["--data-dir", str(tmp_path), "--mirror", url + "/good/", "--epochs", "1", "--limit", "20"]
     assert demo.main(arguments) == 0
     captured = capsys.readouterr()
