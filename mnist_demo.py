@@ -8,8 +8,9 @@
 
 The four data files are kept in data/mnist (or data/fashion-mnist) next to this script. Point --data-dir
 at another folder to keep them elsewhere or to use files you got some other way: files already there are
-used without any network access (e.g. --data-dir /usr/share/datasets/fashion-mnist on Debian, from the
-dataset-fashion-mnist package).
+used without any network access (e.g. --dataset fashion --data-dir /usr/share/datasets/fashion-mnist on
+Debian, from the dataset-fashion-mnist package). Every file, downloaded or found, must hold the published
+content (checked by the md5 of its uncompressed bytes), however it was compressed.
 """
 import argparse
 import gzip
