@@ -10,8 +10,9 @@
 
 The four data files are kept in data/mnist (or data/fashion-mnist) next to this script. Point --data-dir
 at another folder to keep them elsewhere or to use files you got some other way: files already there are
-used without any network access (e.g. --data-dir /usr/share/datasets/fashion-mnist on Debian, from the
-dataset-fashion-mnist package).
+used without any network access (e.g. --dataset fashion --data-dir /usr/share/datasets/fashion-mnist on
+Debian, from the dataset-fashion-mnist package). Every file, downloaded or found, must hold the published
+content (checked by the md5 of its uncompressed bytes), however it was compressed.
 """
 import argparse
 import gzip
@@ -42,14 +43,16 @@ MIRRORS = {  # tried in this order; the historical host (last) often answers 403
               "http://yann.lecun.com/exdb/mnist/"],
     "fashion": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
 }
-# The md5 of each published .gz, as torchvision checks them. A download must match; the tests put the md5s
-# of the files they generate here.
+# The md5 of each published file's content once uncompressed (the IDX bytes). A download and a file found in
+# --data-dir alike must match, however they were compressed (Debian's copies are recompressed .gz files).
+# The two tables also tell the data sets apart. The tests put the md5s of the files they generate here.
 MD5 = {
-    "mnist": dict(zip(FILES, ["f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-                              "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"])),
-    "fashion": dict(zip(FILES, ["8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-                                "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"])),
+    "mnist": dict(zip(FILES, ["6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
+                              "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"])),
+    "fashion": dict(zip(FILES, ["f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+                                "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"])),
 }
+SWITCH = {"fashion": "add --dataset fashion", "mnist": "leave out --dataset fashion (MNIST is the default)"}
 CLASSES = {
     "mnist": [str(digit) for digit in range(10)],
     "fashion": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -59,6 +62,7 @@ NAMES = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}
 FOLDERS = {"mnist": "mnist", "fashion": "fashion-mnist"}  # under data/ next to this script, by default
 MAGIC = {"labels": 0x00000801, "images": 0x00000803}  # IDX: unsigned bytes (0x08), in 1 or 3 dimensions
 TIMEOUT = 30  # seconds without an answer before a mirror counts as down
+PLOT_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")  # what matplotlib's Agg canvas writes without other tools
 
 # Measured on Fashion-MNIST with a few seeds: the test accuracy still moves by about 0.5% from one epoch to
 # the next, so the MLP stops where it stays clear of its target (88%, standing in for MNIST's 98%), well
@@ -71,13 +75,17 @@ class DataError(Exception):
     """A data file is missing, cannot be downloaded, or is damaged; the message says which and what to do."""
 
 
+class OtherDataset(DataError):
+    """A data file is intact but belongs to the other data set; the message says which option to give."""
+
+
 # ---- getting the data ----
 
 def load_dataset(dataset, data_dir, mirrors):
     """(train images, train labels, test images, test labels): images float32 (N, 1, 28, 28) in [0, 1],
     labels int64 (N,). Files missing from data_dir are downloaded there first."""
     data_dir = Path(data_dir)
-    arrays = {name: load_file(data_dir, name, mirrors, MD5[dataset][name], SHAPES[name]) for name in FILES}
+    arrays = {name: load_file(data_dir, name, mirrors, dataset) for name in FILES}
     for images, labels in [FILES[0:2], FILES[2:4]]:
         if len(arrays[images]) != len(arrays[labels]):
             raise DataError(f"{data_dir / labels}: {len(arrays[labels])} labels for {len(arrays[images])} images in "
@@ -91,71 +99,104 @@ def load_dataset(dataset, data_dir, mirrors):
     return pixels(train_images), train_labels.astype(np.int64), pixels(test_images), test_labels.astype(np.int64)
 
 
-def load_file(data_dir, name, mirrors, md5, shape):
-    """The array in data_dir/name, downloaded first if it is not there."""
-    path, kind = data_dir / name, "images" if len(shape) == 3 else "labels"
+def load_file(data_dir, name, mirrors, dataset):
+    """The array in data_dir/name, downloaded first if it is not there, once its content is checked."""
+    path = data_dir / name
     if not path.exists():
-        download(name, data_dir, mirrors, md5)
-        return read_idx(path, kind)
-    found = hashlib.md5(path.read_bytes()).hexdigest()
-    if found == md5:
-        return read_idx(path, kind)
-    # Not the published file, but it may be a recompressed copy (Debian's are): its content decides.
-    advice = (f"It is not the published file either (md5 {found}, expected {md5}): delete it to download it "
-              f"again, or replace it with a good copy.")
+        download(name, data_dir, mirrors, dataset)
     try:
-        array = read_idx(path, kind)
+        return checked(path.read_bytes(), dataset, name)
+    except OtherDataset as error:
+        raise DataError(f"{path}: {error}") from None
     except DataError as error:
-        raise DataError(f"{error}\n  {advice}") from None
-    if array.shape != shape:
-        raise DataError(f"{path}: holds {kind} of shape {array.shape}, expected {shape}.\n  {advice}")
-    print(f"{path}: md5 differs from the published file's (recompressed?), but it holds valid {kind} "
-          f"of shape {shape}: using it")
-    return array
+        raise DataError(f"{path}: {error}.\n  What to do: delete it to download it again, or replace it with a "
+                        f"good copy.") from None
 
 
-def download(name, data_dir, mirrors, md5):
-    """Save the first copy of name from the mirrors whose md5 is right as data_dir/name.
+def checked(raw, dataset, name):
+    """The array in raw, the bytes of a file (gzipped or not), if its content is dataset's published file name.
 
-    The bytes go to a temporary file next to it, renamed only once the checksum matched, so that an
-    interrupted or failed download never leaves a file under the final name."""
+    Otherwise a DataError that says what the bytes hold instead, without naming where they came from."""
+    kind = "images" if len(SHAPES[name]) == 3 else "labels"
+    data = uncompressed(raw)
+    array = parse_idx(data, kind)
+    found = hashlib.md5(data).hexdigest()
+    if found == MD5[dataset][name]:
+        return array
+    for other, known in MD5.items():
+        if other != dataset and found in known.values():
+            raise OtherDataset(f"this is {NAMES[other]}'s file, not {NAMES[dataset]}'s. These are {NAMES[other]}'s "
+                               f"files: {SWITCH[other]}")
+    if array.shape != SHAPES[name]:
+        raise DataError(f"holds {kind} of shape {array.shape}, expected {SHAPES[name]}")
+    raise DataError(f"holds well-formed {kind} of the right shape, but not {NAMES[dataset]}'s: the md5 of its "
+                    f"uncompressed content is {found}, expected {MD5[dataset][name]}, so the file is damaged (one "
+                    f"changed byte is enough) or a different one")
+
+
+def download(name, data_dir, mirrors, dataset):
+    """Save the first copy of name from the mirrors whose content is the published one as data_dir/name.
+
+    The bytes go to a temporary file next to it, renamed only once their content is checked, so that an
+    interrupted or failed download never leaves a file under the final name; the folders made for it are
+    removed again when it fails."""
+    made = [folder for folder in [data_dir, *data_dir.parents] if not folder.exists()]  # deepest first
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         part = tempfile.NamedTemporaryFile(dir=data_dir, prefix=name + ".", suffix=".part", delete=False)
     except OSError as error:
+        remove_empty(made)
         raise DataError(f"{name} is not in {data_dir} and cannot be downloaded there ({error}).\n"
                         f"  Choose a writable folder with --data-dir, or put the file there yourself.") from None
-    failures = []
+    failures, network_failed, saved = [], False, False
     try:
         with part:
             for url in [mirror.rstrip("/") + "/" + name for mirror in mirrors]:
                 part.seek(0)
                 part.truncate()
                 try:
-                    found = fetch(url, part)
-                    if found != md5:
-                        raise DataError(f"wrong md5 {found}, expected {md5}: discarded")
+                    fetch(url, part)
+                    part.seek(0)
+                    checked(part.read(), dataset, name)
                     break
-                except (OSError, http.client.HTTPException, ValueError, DataError) as error:
+                except DataError as error:  # what the mirror sent is not the published file
+                    failures.append(f"{url}: {error} (discarded)")
+                    print(f"  failed: {error} (discarded)")
+                except (OSError, http.client.HTTPException, ValueError) as error:
                     failures.append(f"{url}: {describe(error)}")
                     print(f"  failed: {describe(error)}")
+                    network_failed = True
             else:
                 tried = "".join(f"\n  {failure}" for failure in failures) or "\n  (no mirror given)"
+                network = "check the network connection and run again;\n  or " if network_failed else ""
                 raise DataError(
                     f"{name} is missing from {data_dir} and could not be downloaded:{tried}\n"
-                    f"What to do: check the network connection and run again;\n"
-                    f"  or get the four files ({', '.join(FILES)}) some other way and put them in {data_dir}, "
-                    f"or point --data-dir at the folder that has them;\n"
-                    f"  or name a mirror that has them with --mirror URL (repeatable).")
+                    f"What to do: {network}get the four files ({', '.join(FILES)}) some other way and put them "
+                    f"in {data_dir}, or point --data-dir at the folder that has them;\n"
+                    f"  or name a mirror that has the original files with --mirror URL (repeatable).")
         os.chmod(part.name, 0o644)  # tempfile makes it private; a data set is for everyone on the machine
         os.replace(part.name, data_dir / name)
+        saved = True
     finally:
         Path(part.name).unlink(missing_ok=True)  # gone already if the rename happened
+        if not saved:
+            remove_empty(made)
+
+
+def remove_empty(folders):
+    """Remove these folders, deepest first, while they are empty: those made for a download that failed."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:  # never made: mkdir failed below it
+            continue
+        except OSError:  # not empty: a file was downloaded into it after all
+            break
 
 
 def fetch(url, out):
-    """Copy url into the open file out, showing bytes/total on one updating line; return the md5."""
-    digest, done = hashlib.md5(), 0
+    """Copy url into the open file out, showing bytes/total on one updating line."""
+    done = 0
     print(f"downloading {url}", end="", flush=True)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
@@ -163,12 +204,10 @@ def fetch(url, out):
             of_total = f" / {int(total):,}" if total else ""
             for chunk in iter(lambda: response.read(1 << 16), b""):
                 out.write(chunk)
-                digest.update(chunk)
                 done += len(chunk)
                 print(f"\rdownloading {url}  {done:,}{of_total} bytes", end="", flush=True)
     finally:
         print()  # end the progress line, whatever happened
-    return digest.hexdigest()
 
 
 def describe(error):
@@ -182,29 +221,33 @@ def describe(error):
 
 # ---- reading the data ----
 
-def read_idx(path, kind):
-    """The array of unsigned bytes in the IDX file at path (gzipped or not), after checking its header.
+def uncompressed(raw):
+    """The bytes of a file, gunzipped if they are gzipped."""
+    if raw[:2] != b"\x1f\x8b":  # gzip's own magic number
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"damaged gzip data ({error})") from None
+
+
+def parse_idx(data, kind):
+    """The array of unsigned bytes in data, the content of an IDX file, after checking its header.
 
     IDX: a big-endian 32-bit magic number (0x801 for labels, 0x803 for images: 1 or 3 dimensions), one
     32-bit size per dimension, then the bytes themselves, row by row."""
-    data = Path(path).read_bytes()
-    if data[:2] == b"\x1f\x8b":  # gzip's own magic number
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
-            raise DataError(f"{path}: damaged gzip data ({error})") from None
     magic = MAGIC[kind]
     header = 4 + 4 * (magic & 0xFF)
     if len(data) < header:
-        raise DataError(f"{path}: {len(data)} bytes, too short for the header of an IDX {kind} file")
+        raise DataError(f"{len(data)} bytes, too short for the header of an IDX {kind} file")
     (found,) = struct.unpack(">I", data[:4])
     if found != magic:
-        raise DataError(f"{path}: magic number 0x{found:08X}, expected 0x{magic:08X} for IDX {kind}: "
-                        f"this is not an MNIST {kind} file")
+        raise DataError(f"magic number 0x{found:08X}, expected 0x{magic:08X} for IDX {kind}: this is not an MNIST "
+                        f"{kind} file")
     dims = struct.unpack(f">{magic & 0xFF}I", data[4:header])
     if len(data) - header != math.prod(dims):
-        raise DataError(f"{path}: the header announces {' x '.join(map(str, dims))} = {math.prod(dims):,} bytes of "
-                        f"{kind}, but {len(data) - header:,} follow it: the file is truncated or damaged")
+        raise DataError(f"the header announces {' x '.join(map(str, dims))} = {math.prod(dims):,} bytes of {kind}, "
+                        f"but {len(data) - header:,} follow it: the file is truncated or damaged")
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
 
 
@@ -310,9 +353,9 @@ def show_examples(images, labels, predictions, classes, count=4, mistakes=2):
 
 
 def plot(path, history, images, labels, predictions, classes, title, count=16, lr_curve=None):
-    """Save one PNG figure at path: loss and accuracy per epoch (train and test), and the learning-rate
-    range test's curve if given, above the first count misclassified test images, each with its
-    predicted and true class."""
+    """Save one figure at path, in the format its suffix names (PLOT_FORMATS): loss and accuracy per epoch
+    (train and test), and the learning-rate range test's curve if given, above the first count
+    misclassified test images, each with its predicted and true class."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # rather than pyplot: no window, no display, no global state
     from matplotlib.ticker import MaxNLocator, PercentFormatter
@@ -328,7 +371,8 @@ def plot(path, history, images, labels, predictions, classes, title, count=16, l
         axes.plot(epochs, [record["train_" + key] for record in history], "o-", label="train (during the epoch)")
         axes.plot(epochs, [record["val_" + key] for record in history], "o-", label="test")
         axes.set(title=name + " per epoch", xlabel="epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        axes.set_xlim(0.5, len(history) + 0.5)  # else one epoch's single point gets an axis from 0.945 to 1.055
         axes.grid(alpha=0.3)
         axes.legend()
     accuracy.yaxis.set_major_formatter(PercentFormatter(1))
@@ -352,7 +396,7 @@ def plot(path, history, images, labels, predictions, classes, title, count=16, l
     # tempfile, whose files only their owner may read.
     part = path.with_name(f"{path.name}.{os.getpid()}.part")
     try:
-        figure.savefig(part, format="png", dpi=100)
+        figure.savefig(part, format=path.suffix[1:].lower(), dpi=100)
         os.replace(part, path)
     finally:
         part.unlink(missing_ok=True)
@@ -361,14 +405,27 @@ def plot(path, history, images, labels, predictions, classes, title, count=16, l
 # ---- the command line ----
 
 def positive(kind):
-    """An argparse type: a number of this kind, greater than 0."""
+    """An argparse type: a finite number of this kind, greater than 0."""
     def parse(text):
         value = kind(text)
+        if not math.isfinite(value):  # float() reads "nan" and "inf", which no training can use
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names it in its message: "invalid int value: 'x'"
     return parse
+
+
+def seed(text):
+    """An argparse type: an integer, 0 or more (numpy's random generators refuse negative seeds)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+seed.__name__ = "int"  # argparse names it in its message: "invalid int value: 'x'"
 
 
 def parse_args(argv):
@@ -394,9 +451,11 @@ def parse_args(argv):
     parser.add_argument("--lr", type=positive(float),
                         help=f"Adam's learning rate (default: {DEFAULTS['mlp']['lr']:g}); too large a one makes "
                              f"training diverge")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the initial weights, dropout and batch order: the same seed gives the same "
-                             "run (default: 0)")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help="seed of the initial weights, dropout and batch order, 0 or more: the same seed gives "
+                             "the same run on the same machine with the same number of BLAS threads "
+                             "(OPENBLAS_NUM_THREADS; another number adds up matrix products in another order) "
+                             "(default: 0)")
     parser.add_argument("--limit", type=positive(int), metavar="N",
                         help="train on the first N training images only, for a quick look (default: all)")
     parser.add_argument("--save", type=Path, metavar="FILE.npz",
@@ -410,13 +469,19 @@ def parse_args(argv):
                              "loss back to the weights, with the parameters' names, shapes and gradients")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
                         help="save a figure: loss and accuracy per epoch (train and test), and misclassified test "
-                             "images with their predicted and true classes; needs matplotlib "
+                             f"images with their predicted and true classes; the suffix names the format "
+                             f"({', '.join('.' + name for name in PLOT_FORMATS)}); needs matplotlib "
                              "(pip install \".[plot]\")")
     args = parser.parse_args(argv)
     # Checked now rather than after minutes of download and training:
     for option, file in [("--save", args.save), ("--plot", args.plot)]:
         if file and not file.resolve().parent.is_dir():
             parser.error(f"{option} {file}: the folder {file.resolve().parent} does not exist")
+    if args.plot and args.plot.suffix[1:].lower() not in PLOT_FORMATS:
+        suffix = args.plot.suffix
+        problem = f"cannot save a figure as {suffix}" if suffix else "no suffix to say which format to save in"
+        parser.error(f"--plot {args.plot}: {problem}; end the name in "
+                     f"{', '.join('.' + name for name in PLOT_FORMATS)}")
     if args.plot:
         try:
             import matplotlib  # noqa: F401 (plot imports what it draws with)
@@ -432,10 +497,53 @@ def parse_args(argv):
     return args
 
 
+# How many threads numpy's BLAS runs, read once, when numpy is imported: OpenBLAS takes the first of these that
+# is set (MKL reads the last two); with none set, both run one thread per core.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def machine_load():
+    """(the load average over the last minute, or None where the system has none; the cores this process
+    may use)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows has no load average
+        load = None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return load, cores
+
+
+def busy_warning(load, cores, environ):
+    """A warning when other programs keep cores busy that numpy's BLAS threads will want, else None.
+
+    A matrix product is split among the threads and waits for the last one: a thread that has to share
+    its core with another program holds up all of them, and OpenBLAS's waiting threads spin, taking
+    CPU time from the one they wait for. Measured on 2 cores with other work on them (README, Troubleshooting):
+    an epoch took 4 to 9 times as long with 2 threads as with 1.
+    >>> busy_warning(0.3, 2, {}) is None, busy_warning(2.5, 2, {"OPENBLAS_NUM_THREADS": "1"}) is None
+    (True, True)"""
+    if load is None or load < 1:  # less than one core's worth of other work
+        return None
+    chosen = next((environ[name] for name in THREAD_VARIABLES if environ.get(name, "").strip()), None)
+    threads = int(chosen) if chosen and chosen.strip().isdigit() else cores
+    free = max(1, cores - int(load))  # a core counts as taken once others use all of it
+    if threads <= free:
+        return None
+    return (f"this machine is busy: its load average over the last minute is {load:.2f} on {cores} cores, and "
+            f"numpy's BLAS runs {threads} threads, which wait for each other and spin while a core is taken; "
+            f"that can make training several times slower (4 to 9 times, measured on 2 busy cores).\n"
+            f"  If it is slow, stop it (Ctrl-C) and run it with fewer threads: "
+            f"OPENBLAS_NUM_THREADS={free} python mnist_demo.py ...")
+
+
 def run(args):
     start = time.perf_counter()
     train_images, train_labels, test_images, test_labels = load_dataset(args.dataset, args.data_dir, args.mirror)
+    available = len(train_images)
     train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
+    warning = busy_warning(*machine_load(), os.environ)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.graph:  # on a model of its own, so that training below starts exactly as without --graph
         manual_seed(args.seed)
         show_graph(make_model(args.model), train_images[:args.batch_size], train_labels[:args.batch_size])
@@ -464,7 +572,9 @@ def run(args):
     if args.plot:
         plot(args.plot, history, test_images, test_labels, predictions, CLASSES[args.dataset],
              f"{args.model.upper()} on {NAMES[args.dataset]}: {correct / len(test_labels):.2%} test accuracy "
-             f"after {epochs} ({seconds:.0f} s)", lr_curve=lr_curve)
+             f"after {epochs} ({seconds:.0f} s)" + (f"\ntrained on {len(train_images):,} of the {available:,} "
+                                                    f"training images" if len(train_images) < available else ""),
+             lr_curve=lr_curve)
         print(f"Saved the figure to {args.plot}")
     return 0
 

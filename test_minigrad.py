@@ -6,12 +6,13 @@ command line (issue 4).
 Derivatives are checked with minigrad.gradcheck (central differences in float64); convolution and pooling
 also against plain-loop reference implementations written out below. The demo's tests are offline: they
 generate a tiny data set (60 training and 20 test images), serve it from an HTTP server on 127.0.0.1, and put
-its md5s where the demo keeps the published ones (mnist_demo.MD5)."""
+the md5s of its uncompressed content where the demo keeps the published ones (mnist_demo.MD5)."""
 import contextlib
 import gzip
 import hashlib
 import http.server
 import math
+import os
 import re
 import socket
 import struct
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
@@ -1758,9 +1760,8 @@ def fashion():
     """Fashion-MNIST's 60,000 training images, (N, 1, 28, 28) in [0, 1] as the demo gives them, and labels."""
     if not (FASHION / "train-labels-idx1-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist (.ci/run does)")
-    images = demo.read_idx(FASHION / "train-images-idx3-ubyte.gz", "images")
-    labels = demo.read_idx(FASHION / "train-labels-idx1-ubyte.gz", "labels")
-    return (images / np.float32(255))[:, None], labels.astype(np.int64)
+    images, labels, _, _ = demo.load_dataset("fashion", FASHION, [])
+    return images, labels
 
 
 def demo_run(fashion, optimizer, lr, model="mlp", steps=300, scale=1, **fit_options):
@@ -2008,25 +2009,37 @@ def files(arrays):
     return {name: gzip.compress(idx(array), mtime=0) for name, array in arrays.items()}
 
 
+def damaged(array):
+    """A copy of array with one pixel (or label) changed: still a well-formed IDX file, but not the same one."""
+    copy = array.copy()
+    copy.flat[copy.size // 2] ^= 0x01
+    return copy
+
+
 @pytest.fixture
 def published(files, monkeypatch):
-    """Make the tiny files the published ones, through the tables the demo checks downloads against."""
+    """Make the tiny files the published ones, through the tables the demo checks content against: the md5s
+    of the uncompressed IDX bytes."""
     for dataset in ("mnist", "fashion"):
-        monkeypatch.setitem(demo.MD5, dataset, {name: md5(data) for name, data in files.items()})
+        monkeypatch.setitem(demo.MD5, dataset, {name: md5(gzip.decompress(data)) for name, data in files.items()})
     monkeypatch.setattr(demo, "SHAPES", TINY_SHAPES)
     monkeypatch.setenv("no_proxy", "*")  # 127.0.0.1 directly, even where a proxy is configured
     return files
 
 
 @pytest.fixture
-def server(published):
-    """An HTTP server on 127.0.0.1 with three mirrors: /good/ serves the files, /corrupt/ serves them with
-    one byte changed, /missing/ answers 404. Yields its address and the list of paths requested."""
+def server(published, arrays):
+    """An HTTP server on 127.0.0.1 with five mirrors: /good/ serves the files; /recompressed/ the same content
+    compressed differently; /corrupt/ the files with one byte of their gzip stream changed; /damaged/
+    well-formed gzipped IDX files with one pixel or label changed; /missing/ answers 404. Yields its address
+    and the list of paths requested."""
     routes = {}
     for name, data in published.items():
         corrupted = bytearray(data)
         corrupted[len(data) // 2] ^= 0xFF
         routes[f"/good/{name}"], routes[f"/corrupt/{name}"] = data, bytes(corrupted)
+        routes[f"/recompressed/{name}"] = gzip.compress(idx(arrays[name]), compresslevel=1, mtime=1)
+        routes[f"/damaged/{name}"] = gzip.compress(idx(damaged(arrays[name])), mtime=0)
     requested = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -2064,6 +2077,16 @@ def no_network(monkeypatch):
     def urlopen(url, *args, **kwargs):
         raise AssertionError(f"the demo went to the network for {url}")
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+
+
+MACHINE_LOAD = demo.machine_load  # the real one: quiet_machine replaces it during each test
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """The demo's runs in these tests see an idle machine, whatever this one is doing: its warning about a
+    busy machine is tested on its own, below."""
+    monkeypatch.setattr(demo, "machine_load", lambda: (0.0, 2))
 
 
 def put(folder, files):
@@ -2147,29 +2170,89 @@ def test_when_the_first_mirror_answers_404_the_next_one_is_used(tmp_path, server
     assert "HTTP 404" in capsys.readouterr().out
 
 
-def test_a_download_with_the_wrong_checksum_is_discarded_and_the_next_mirror_tried(tmp_path, server, published, capsys):
+@pytest.mark.parametrize("mirror, problem", [("/damaged/", "md5 of its uncompressed content"),
+                                              ("/corrupt/", "damaged gzip data")])
+def test_a_download_whose_content_is_not_the_published_one_is_discarded_and_the_next_mirror_tried(
+        mirror, problem, tmp_path, server, published, capsys):
     url, requested = server
-    demo.load_dataset("mnist", tmp_path, [url + "/corrupt/", url + "/good/"])
-    assert requested[:2] == [f"/corrupt/{TRAIN_IMAGES}", f"/good/{TRAIN_IMAGES}"]
+    demo.load_dataset("mnist", tmp_path, [url + mirror, url + "/good/"])
+    out = capsys.readouterr().out
+
+    assert requested[:2] == [f"{mirror}{TRAIN_IMAGES}", f"/good/{TRAIN_IMAGES}"]
     assert contents(tmp_path) == published  # the good copies, and nothing else
-    assert "wrong md5" in capsys.readouterr().out
+    failure = next(line for line in out.splitlines() if "failed" in line)
+    assert problem in failure and "discarded" in failure
+    assert "network" not in out
+
+
+def test_a_recompressed_copy_on_a_mirror_is_accepted_as_it_is(tmp_path, server, arrays, capsys):
+    url, requested = server
+    images = demo.load_dataset("mnist", tmp_path, [url + "/recompressed/", url + "/good/"])[0]
+
+    assert requested == [f"/recompressed/{name}" for name in demo.FILES]  # no other mirror was needed
+    assert "failed" not in capsys.readouterr().out
+    assert (tmp_path / TRAIN_IMAGES).read_bytes() == gzip.compress(idx(arrays[TRAIN_IMAGES]), compresslevel=1, mtime=1)
+    np.testing.assert_allclose(images[:, 0] * 255, arrays[TRAIN_IMAGES], atol=1e-4)
 
 
 def test_when_every_mirror_fails_the_error_names_the_file_each_url_and_what_to_do(tmp_path, server, closed_port_url,
                                                                                   capsys):
     url, _ = server
-    mirrors = [url + "/missing/", url + "/corrupt/", closed_port_url]
+    mirrors = [url + "/missing/", url + "/damaged/", closed_port_url]
     status = demo.main(["--data-dir", str(tmp_path / "data"), *[f"--mirror={m}" for m in mirrors]])
     err = capsys.readouterr().err
 
     assert status != 0
     assert f"{TRAIN_IMAGES} is missing from {tmp_path / 'data'}" in err
     assert f"{url}/missing/{TRAIN_IMAGES}: HTTP 404" in err
-    assert f"{url}/corrupt/{TRAIN_IMAGES}: wrong md5" in err
+    assert re.search(re.escape(f"{url}/damaged/{TRAIN_IMAGES}: ") + ".*not MNIST's.*md5.*discarded", err)
     assert re.search(re.escape(f"{closed_port_url}{TRAIN_IMAGES}: ") + ".*refused", err)
-    assert "--data-dir" in err and "--mirror" in err
+    assert "check the network" in err and "--data-dir" in err and "--mirror" in err
     assert "Traceback" not in err
-    assert listing(tmp_path / "data") == []  # no file under the final name, no temporary file
+    assert listing(tmp_path) == []  # not even the folder it made: no file under the final name, no temporary file
+
+
+def test_when_every_mirror_serves_other_content_the_error_does_not_blame_the_network(tmp_path, server, capsys):
+    url, _ = server
+    status = demo.main(["--data-dir", str(tmp_path), "--mirror", url + "/damaged/", "--mirror", url + "/corrupt/"])
+    err = capsys.readouterr().err
+
+    assert status == 1
+    assert re.search(re.escape(f"{url}/damaged/{TRAIN_IMAGES}: ") + ".*damaged .*or a different one.*discarded", err)
+    assert re.search(re.escape(f"{url}/corrupt/{TRAIN_IMAGES}: damaged gzip data") + ".*discarded", err)
+    assert "network" not in err
+    assert "name a mirror that has the original files with --mirror" in err and "--data-dir" in err
+
+
+def test_a_failed_download_removes_the_folders_it_made_and_only_those(tmp_path, closed_port_url, capsys):
+    (tmp_path / "kept").mkdir()
+    status = demo.main(["--data-dir", str(tmp_path / "kept" / "new" / "data"), "--mirror", closed_port_url])
+    assert status == 1 and "refused" in capsys.readouterr().err
+    assert listing(tmp_path) == ["kept"] and listing(tmp_path / "kept") == []
+
+
+def test_the_folders_made_for_a_download_are_removed_when_no_file_can_be_written_there(tmp_path, monkeypatch):
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "new" / "data"))
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refused)
+    with pytest.raises(demo.DataError, match="Permission denied"):
+        demo.load_dataset("mnist", tmp_path / "new" / "data", ["http://127.0.0.1:9/"])
+    assert listing(tmp_path) == []
+
+
+def test_a_folder_that_received_a_file_stays_when_a_later_download_fails(tmp_path, server, monkeypatch, capsys):
+    url, _ = server
+    real_urlopen = urllib.request.urlopen
+
+    def first_file_only(address, *args, **kwargs):
+        if not address.endswith(TRAIN_IMAGES):
+            raise urllib.error.URLError("the network went away")
+        return real_urlopen(address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", first_file_only)
+    status = demo.main(["--data-dir", str(tmp_path / "data"), "--mirror", url + "/good/"])
+    assert status == 1 and "the network went away" in capsys.readouterr().err
+    assert listing(tmp_path / "data") == [TRAIN_IMAGES]  # verified, and kept for the next run
 
 
 def test_ctrl_c_during_a_download_leaves_no_file_and_ends_with_one_line(tmp_path, server, monkeypatch, capsys):
@@ -2205,61 +2288,97 @@ def test_ctrl_c_during_a_download_leaves_no_file_and_ends_with_one_line(tmp_path
     assert listing(tmp_path) == []
 
 
-# ---- reading IDX files ----
+# ---- checking the files: their content, whatever their compression ----
 
-def test_a_recompressed_copy_is_accepted_when_its_content_is_valid_and_says_so(tmp_path, published, arrays, capsys,
-                                                                               no_network):
-    recompressed = {name: gzip.compress(idx(arrays[name]), compresslevel=1, mtime=1) for name in demo.FILES}
-    assert all(md5(recompressed[name]) != md5(published[name]) for name in demo.FILES)
-    put(tmp_path, recompressed)
+def rejected(folder, published, name, data):
+    """The message of the DataError that the published files, with name replaced by data, get in folder."""
+    put(folder, {**published, name: data})
+    with pytest.raises(demo.DataError) as error:
+        demo.load_dataset("mnist", folder, [])
+    return str(error.value)
 
-    train_images = demo.load_dataset("mnist", tmp_path, [])[0]
-    out = capsys.readouterr().out
+
+@pytest.mark.parametrize("compress", [lambda data: gzip.compress(data, compresslevel=1, mtime=1), lambda data: data],
+                         ids=["recompressed", "uncompressed"])
+def test_a_copy_in_the_folder_with_the_published_content_is_accepted_quietly(compress, tmp_path, published, arrays,
+                                                                              capsys, no_network):
+    copies = {name: compress(idx(arrays[name])) for name in demo.FILES}
+    assert all(md5(copies[name]) != md5(published[name]) for name in demo.FILES)
+    put(tmp_path, copies)
+
+    train_images, train_labels, test_images, test_labels = demo.load_dataset("mnist", tmp_path, [])
 
     np.testing.assert_allclose(train_images[:, 0] * 255, arrays[TRAIN_IMAGES], atol=1e-4)
-    for name in demo.FILES:
-        assert len([line for line in out.splitlines() if str(tmp_path / name) in line and "md5" in line]) == 1
+    np.testing.assert_array_equal(test_labels, arrays[TEST_LABELS])
+    assert capsys.readouterr().out == ""
+
+
+def test_a_well_formed_file_with_one_changed_pixel_is_rejected_with_its_name_and_what_to_do(tmp_path, published,
+                                                                                           arrays, no_network, capsys):
+    put(tmp_path, {**published, TRAIN_IMAGES: gzip.compress(idx(damaged(arrays[TRAIN_IMAGES])))})
+    status = demo.main(["--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+
+    assert status == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {tmp_path / TRAIN_IMAGES}: holds well-formed images of the right shape, but not "
+                          f"MNIST's: the md5 of its uncompressed content is {md5(idx(damaged(arrays[TRAIN_IMAGES])))}, "
+                          f"expected {md5(idx(arrays[TRAIN_IMAGES]))}, so the file is damaged")
+    assert "What to do: delete it to download it again, or replace it with a good copy." in err
+    assert "network" not in err
+    assert contents(tmp_path)[TRAIN_IMAGES] == gzip.compress(idx(damaged(arrays[TRAIN_IMAGES])))  # not ours to delete
+
+
+@pytest.mark.parametrize("dataset, other, advice", [
+    ("mnist", "fashion", "These are Fashion-MNIST's files: add --dataset fashion"),
+    ("fashion", "mnist", "These are MNIST's files: leave out --dataset fashion (MNIST is the default)")])
+def test_the_other_data_sets_files_are_recognized_and_the_option_to_give_is_named(dataset, other, advice, tmp_path,
+                                                                                  published, no_network, monkeypatch,
+                                                                                  capsys):
+    rng = np.random.default_rng(1)  # another tiny data set, standing in for the other one's files
+    others = {name: idx(rng.integers(0, 10 if len(shape) == 1 else 256, shape, dtype=np.uint8))
+              for name, shape in TINY_SHAPES.items()}
+    monkeypatch.setitem(demo.MD5, other, {name: md5(data) for name, data in others.items()})
+    put(tmp_path, {name: gzip.compress(data) for name, data in others.items()})
+    def train(*args, **kwargs):
+        raise AssertionError("the demo trained on the other data set's files")
+    monkeypatch.setattr(demo, "fit", train)
+
+    status = demo.main(["--dataset", dataset, "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+
+    assert status == 1
+    assert err == (f"error: {tmp_path / TRAIN_IMAGES}: this is {demo.NAMES[other]}'s file, not "
+                   f"{demo.NAMES[dataset]}'s. {advice}\n")
 
 
 def test_a_copy_with_another_checksum_and_the_wrong_shape_is_rejected(tmp_path, published, arrays, no_network):
-    put(tmp_path, published)
-    (tmp_path / TRAIN_IMAGES).write_bytes(gzip.compress(idx(arrays[TRAIN_IMAGES][:59])))
-    with pytest.raises(demo.DataError) as error:
-        demo.load_dataset("mnist", tmp_path, [])
+    message = rejected(tmp_path, published, TRAIN_IMAGES, gzip.compress(idx(arrays[TRAIN_IMAGES][:59])))
     for fragment in [str(tmp_path / TRAIN_IMAGES), "(59, 28, 28)", "(60, 28, 28)", "delete it"]:
-        assert fragment in str(error.value)
+        assert fragment in message
 
 
-def test_the_idx_reader_rejects_a_bad_magic_number_naming_the_file(tmp_path, arrays):
-    path = tmp_path / TRAIN_LABELS
-    path.write_bytes(gzip.compress(idx(arrays[TRAIN_LABELS], magic=0x803)))
-    with pytest.raises(demo.DataError, match=re.escape(f"{path}: magic number 0x00000803, expected 0x00000801")):
-        demo.read_idx(path, "labels")
+def test_a_file_with_a_bad_magic_number_is_rejected_naming_the_file(tmp_path, published, arrays, no_network):
+    message = rejected(tmp_path, published, TRAIN_LABELS, gzip.compress(idx(arrays[TRAIN_LABELS], magic=0x803)))
+    assert message.startswith(f"{tmp_path / TRAIN_LABELS}: magic number 0x00000803, expected 0x00000801")
+    assert "delete it" in message
 
 
-def test_the_idx_reader_rejects_a_truncated_payload_naming_the_file(tmp_path, arrays):
-    path = tmp_path / TEST_IMAGES
-    path.write_bytes(gzip.compress(idx(arrays[TEST_IMAGES])[:-100]))
-    with pytest.raises(demo.DataError, match=re.escape(f"{path}: the header announces 20 x 28 x 28 = 15,680 bytes")
-                       + ".*15,580 follow it: the file is truncated"):
-        demo.read_idx(path, "images")
+def test_a_file_with_a_truncated_payload_is_rejected_naming_the_file(tmp_path, published, arrays, no_network):
+    message = rejected(tmp_path, published, TEST_IMAGES, gzip.compress(idx(arrays[TEST_IMAGES])[:-100]))
+    assert re.match(re.escape(f"{tmp_path / TEST_IMAGES}: the header announces 20 x 28 x 28 = 15,680 bytes")
+                    + ".*15,580 follow it: the file is truncated", message)
+    assert "delete it" in message
 
 
-def test_the_idx_reader_rejects_a_cut_gzip_stream_naming_the_file(tmp_path, files):
-    path = tmp_path / TEST_IMAGES
-    path.write_bytes(files[TEST_IMAGES][:-100])
-    with pytest.raises(demo.DataError, match=re.escape(f"{path}: damaged gzip data")):
-        demo.read_idx(path, "images")
-
-
-def test_the_idx_reader_also_reads_uncompressed_files(tmp_path, arrays):
-    (tmp_path / "labels").write_bytes(idx(arrays[TEST_LABELS]))
-    np.testing.assert_array_equal(demo.read_idx(tmp_path / "labels", "labels"), arrays[TEST_LABELS])
+def test_a_file_with_a_cut_gzip_stream_is_rejected_naming_the_file(tmp_path, published, no_network):
+    message = rejected(tmp_path, published, TEST_IMAGES, published[TEST_IMAGES][:-100])
+    assert message.startswith(f"{tmp_path / TEST_IMAGES}: damaged gzip data")
+    assert "delete it" in message
 
 
 def test_image_and_label_counts_must_agree(tmp_path, published, arrays, monkeypatch, no_network):
-    short_labels = gzip.compress(idx(arrays[TEST_LABELS][:19]))
-    put(tmp_path, {**published, TEST_LABELS: short_labels})
+    short_labels = idx(arrays[TEST_LABELS][:19])
+    put(tmp_path, {**published, TEST_LABELS: gzip.compress(short_labels)})
     monkeypatch.setitem(demo.MD5["mnist"], TEST_LABELS, md5(short_labels))  # a genuine file of the wrong count
     with pytest.raises(demo.DataError, match=re.escape(f"{tmp_path / TEST_LABELS}: 19 labels for 20 images")):
         demo.load_dataset("mnist", tmp_path, [])
@@ -2380,13 +2499,13 @@ def test_by_default_data_goes_next_to_the_script_and_comes_from_the_published_mi
     assert demo.parse_args(["--mirror", "a", "--mirror", "b"]).mirror == ["a", "b"]  # replaces the list
 
 
-def test_the_published_checksums_are_those_torchvision_checks():
+def test_the_checksums_are_those_of_the_published_files_uncompressed():
     assert list(demo.MD5["mnist"].values()) == [
-        "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-        "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"]
-    assert list(demo.MD5["fashion"].values()) == [
-        "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-        "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"]
+        "6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
+        "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"]
+    assert list(demo.MD5["fashion"].values()) == [  # also those of Debian's recompressed copies, gunzipped
+        "f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+        "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"]
     assert list(demo.MD5["mnist"]) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                                        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 
@@ -2400,7 +2519,8 @@ def test_help_explains_every_option(capsys):
                    "--limit", "--save", "--plot", "--graph", "--find-lr"]:
         assert re.search(rf"^  {option}\b", out, re.MULTILINE), f"{option} is not in the help"
     for explanation in ["data/mnist", "several times", "784-512-256-10", "passes over", "first N", "state_dict",
-                        'pip install ".[plot]"']:
+                        'pip install ".[plot]"', "the same seed gives the same run on the same machine with the same "
+                        "number of BLAS threads", ".png, .jpg, .jpeg, .pdf, .svg"]:
         assert explanation in " ".join(out.split()), f"the help does not say {explanation!r}"
 
 
@@ -2418,6 +2538,24 @@ def test_numbers_that_must_be_positive_are_checked(capsys):
         with pytest.raises(SystemExit):
             demo.main([option, value])
         assert f"{option}: must be positive, got {value}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--seed", "-1", "must be 0 or more, got -1"), ("--seed", "1.5", "invalid int value: '1.5'"),
+    ("--lr", "nan", "must be a finite number, got nan"), ("--lr", "inf", "must be a finite number, got inf"),
+    ("--lr", "-inf", "must be a finite number, got -inf")])
+def test_a_seed_below_0_and_a_learning_rate_that_is_not_a_finite_number_are_refused_by_argparse(
+        option, value, message, tmp_path, no_network, capsys):
+    with pytest.raises(SystemExit) as exit:
+        demo.main(["--data-dir", str(tmp_path), f"{option}={value}"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2
+    assert err.startswith("usage: ") and err.endswith(f": error: argument {option}: {message}\n")
+    assert listing(tmp_path) == []
+
+
+def test_seed_0_is_a_seed():
+    assert demo.parse_args(["--seed", "0"]).seed == 0 and demo.parse_args(["--seed", "12"]).seed == 12
 
 
 # ---- the picture (--plot) ----
@@ -2454,6 +2592,24 @@ def test_plot_saves_a_png_of_the_curves_and_the_mistakes(tmp_path, server, monke
         assert predicted != true
 
 
+def test_plot_with_find_lr_adds_the_range_test_with_its_suggestion(tmp_path, server, monkeypatch, capsys):
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.figure
+    url, _ = server
+    drawn = []
+    real_savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda figure, *args, **kwargs: drawn.append(figure) or real_savefig(figure, *args, **kwargs))
+    assert demo.main(["--data-dir", str(tmp_path / "data"), "--mirror", url + "/good/", "--epochs", "1",
+                      "--limit", "40", "--batch-size", "20", "--find-lr", "--plot", str(tmp_path / "run.png")]) == 0
+    suggested = re.search(r"suggested: a tenth of it, lr ([\d.e+-]+)", capsys.readouterr().out)[1]
+    [panel] = [axes for axes in drawn[0].get_axes() if axes.get_title() == "Learning-rate range test"]
+    assert panel.get_xscale() == "log" and panel.get_xlabel() == "learning rate"
+    curve, marker = panel.get_lines()
+    assert len(curve.get_xdata()) > 10
+    assert marker.get_xdata()[0] == pytest.approx(float(suggested), rel=1e-2)
+
+
 def test_plot_without_matplotlib_says_how_to_install_it_before_any_work(tmp_path, no_network, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an import finds when it is not installed
     def train(*args, **kwargs):
@@ -2467,3 +2623,104 @@ def test_plot_without_matplotlib_says_how_to_install_it_before_any_work(tmp_path
     assert len(err.strip().splitlines()) == 1
     assert "matplotlib" in err and 'pip install ".[plot]"' in err and "pip install matplotlib" in err
     assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["run.gif", "run", "run.png.txt"])
+def test_plot_refuses_a_name_whose_format_it_cannot_write_before_any_work(name, tmp_path, no_network, monkeypatch,
+                                                                         capsys):
+    def train(*args, **kwargs):
+        raise AssertionError("the demo trained a network it could not plot")
+    monkeypatch.setattr(demo, "fit", train)
+    with pytest.raises(SystemExit) as exit:
+        demo.main(["--data-dir", str(tmp_path / "data"), "--plot", str(tmp_path / name)])
+    err = capsys.readouterr().err
+
+    assert exit.value.code == 2
+    assert f"error: --plot {tmp_path / name}: " in err and "end the name in .png, .jpg, .jpeg, .pdf, .svg" in err
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("name, start", [
+    ("run.jpg", rb"\xff\xd8\xff"), ("run.JPEG", rb"\xff\xd8\xff"), ("run.pdf", rb"%PDF-"),
+    ("run.svg", rb"<\?xml[^>]*>\s*<!DOCTYPE svg[^>]*>\s*<svg ")])
+def test_plot_saves_in_the_format_its_name_asks_for(name, start, tmp_path):
+    pytest.importorskip("matplotlib")
+    labels = np.arange(20) % 10
+    history = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4}]
+    demo.plot(tmp_path / name, history, np.zeros((20, 1, 28, 28), np.float32), labels, (labels + 1) % 10,
+              demo.CLASSES["mnist"], "a title")
+    assert re.match(start, (tmp_path / name).read_bytes())
+    assert listing(tmp_path) == [name]
+
+
+@pytest.mark.parametrize("limit, note", [(40, "\ntrained on 40 of the 60 training images"), (60, "")])
+def test_plot_of_one_epoch_has_a_readable_axis_and_says_when_part_of_the_training_set_was_used(
+        limit, note, tmp_path, server, monkeypatch, capsys):
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.figure
+    url, _ = server
+    drawn = []
+    real_savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda figure, *args, **kwargs: drawn.append(figure) or real_savefig(figure, *args, **kwargs))
+    assert demo.main(["--data-dir", str(tmp_path / "data"), "--mirror", url + "/good/", "--epochs", "1",
+                      "--limit", str(limit), "--plot", str(tmp_path / "run.png")]) == 0
+    capsys.readouterr()
+
+    title = drawn[0].texts[0].get_text()
+    assert re.fullmatch(r"MLP on MNIST: \d+\.\d\d% test accuracy after 1 epoch \(\d+ s\)" + re.escape(note), title)
+    for axes in drawn[0].get_axes()[:2]:  # loss and accuracy
+        low, high = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+        assert ticks == [1] and low <= 0.5 and high >= 1.5
+
+
+# ---- a busy machine ----
+
+@pytest.mark.parametrize("load, cores, environ, advice", [
+    (0.5, 2, {}, None),                                     # idle: a little background work
+    (1.0, 2, {}, "OPENBLAS_NUM_THREADS=1"),                 # one of the 2 cores is taken
+    (3.5, 2, {}, "OPENBLAS_NUM_THREADS=1"),
+    (3.5, 2, {"OPENBLAS_NUM_THREADS": "1"}, None),          # the learner chose one thread already
+    (3.5, 2, {"OMP_NUM_THREADS": "1"}, None),
+    (3.5, 2, {"OPENBLAS_NUM_THREADS": "2"}, "OPENBLAS_NUM_THREADS=1"),
+    (3.5, 2, {"OPENBLAS_NUM_THREADS": "", "OMP_NUM_THREADS": "1"}, None),  # an empty variable counts as unset
+    (2.5, 8, {}, "OPENBLAS_NUM_THREADS=6"),                 # 2 of 8 cores taken: 6 threads still have a core each
+    (2.5, 8, {"OPENBLAS_NUM_THREADS": "4"}, None),
+    (5.0, 1, {}, None),                                     # one core: one thread, nothing to gain
+    (0.2, 2, {"OPENBLAS_NUM_THREADS": "8"}, None),          # more threads than cores, but nothing else runs
+    (None, 2, {}, None)])                                   # no load average (Windows)
+def test_the_busy_machine_warning_names_a_thread_count_that_leaves_the_busy_cores_alone(load, cores, environ, advice):
+    warning = demo.busy_warning(load, cores, environ)
+    if advice is None:
+        assert warning is None
+    else:
+        assert f"load average over the last minute is {load:.2f} on {cores} cores" in warning
+        assert warning.endswith(f"run it with fewer threads: {advice} python mnist_demo.py ...")
+
+
+def test_the_demo_warns_before_training_on_a_busy_machine_and_still_trains(tmp_path, server, monkeypatch, capsys):
+    url, _ = server
+    for name in demo.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(demo, "machine_load", lambda: (3.2, 2))
+    assert demo.main(["--data-dir", str(tmp_path / "elsewhere"), "--mirror", url + "/missing/"]) == 1
+    assert capsys.readouterr().err.startswith("error: ")  # no training, so no word about its speed
+
+    arguments = ["--data-dir", str(tmp_path), "--mirror", url + "/good/", "--epochs", "1", "--limit", "20"]
+    assert demo.main(arguments) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("warning: this machine is busy: its load average over the last minute is 3.20 on "
+                                   "2 cores, and numpy's BLAS runs 2 threads")
+    assert "Test accuracy" in captured.out
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert demo.main(arguments) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only: the cores this process may use")
+def test_the_machine_load_is_read_from_this_machine():
+    load, cores = MACHINE_LOAD()
+    assert cores == len(os.sched_getaffinity(0))
+    assert load == pytest.approx(os.getloadavg()[0], abs=0.5)  # it may move between the two readings
