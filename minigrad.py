@@ -496,69 +496,84 @@ def gradients(fn, *inputs):
     return [x.grad for x in inputs]
 
 # ---- the ops of network layers ----
-def _windows(images, kh, kw, stride):
-    """The kh x kw windows a filter or pool visits in (batch, channels, h, w) images, as a view (no copy) of
-    shape (kh, kw, batch, channels, out_h, out_w): windows[i, j] is the plane of pixels at offset (i, j)."""
-    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
-    return windows.transpose(4, 5, 0, 1, 2, 3)
-
-def _add_windows(window_grads, shape, stride):
-    """The way back from _windows ("col2im"): add the gradient of each window pixel onto the pixel it was."""
-    grad, (kh, kw, _, _, out_h, out_w) = np.zeros(shape, window_grads.dtype), window_grads.shape
-    for i, j in np.ndindex(kh, kw):  # a plane per kernel offset, rather than a loop over pixels
-        grad[:, :, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += window_grads[i, j]
-    return grad
-
 def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """Slide (out, in, kh, kw) filters over (batch, in, height, width) images, as PyTorch's conv2d: with each
-    image patch copied into a column of a matrix ("im2col"), all the dot products are one matrix product.
-    d/dweight = g patches^T;  d/dx = filters^T g, each column added back onto its patch ("col2im"); d/dx below.
-    >>> gradients(conv2d, np.arange(9.).reshape(1, 1, 3, 3), np.ones((1, 1, 2, 2)), [0.])[0].tolist()
+    """Slide (out, in, kh, kw) filters over (batch, in, height, width) images, as PyTorch's conv2d:
+    with each image patch copied into a row of a matrix ("im2col"), all dot products are one
+    matrix product.  d/dweight = g^T patches;  d/dbias = sum of g;  d/dx = g filters, each row
+    added back onto its patch's pixels ("col2im").
+    Inside, images are channels-last, (batch, height, width, channels), so that a patch's row and
+    each addition of col2im are contiguous in memory. The output is a (batch, channels, y, x) view
+    of such memory, which relu and max_pool2d keep: a next conv2d gets channels-last images free.
+    >>> x = np.arange(9.).reshape(1, 1, 3, 3)  # d/dx: the number of 2x2 patches holding each pixel
+    >>> gradients(conv2d, x, np.ones((1, 1, 2, 2)), [0.])[0].tolist()
     [[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]"""
     x, (out_channels, channels, kh, kw) = _tensor(x, weight.dtype), weight.shape
     if x.ndim != 4 or x.shape[1] != channels or bias is not None and bias.shape != (out_channels,):
-        raise ShapeError(f"conv2d: input {x.shape} should be (batch, {channels}, height, width) for weight "
-                         f"{weight.shape} (out_channels, in_channels, kh, kw), bias ({out_channels},)")
+        raise ShapeError(f"conv2d: input {x.shape} should be (batch, {channels}, height, width) "
+                         f"for weight {weight.shape} (out, in, kh, kw) and bias ({out_channels},)")
     n, _, h, w = x.shape
     out_h, out_w = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
     if min(out_h, out_w, stride) < 1 or padding < 0:
-        raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} does not fit {x.shape}")
-    padded = np.pad(x.data, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x.data
-    # a row per (channel, dy, dx) of a filter, a column per (image, y, x) of the output
-    patches = _windows(padded, kh, kw, stride).transpose(3, 0, 1, 2, 4, 5).reshape(channels * kh * kw, -1)
-    filters = weight.data.reshape(out_channels, -1)
-    data = filters @ patches
+        raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} "
+                         f"does not fit {x.shape}")
+    images = x.data.transpose(0, 2, 3, 1)  # (n, h, w, in): a view
+    if padding:
+        images = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(1, 2))
+    windows = windows[:, ::stride, ::stride]  # (n, out_h, out_w, in, kh, kw): a patch per pixel
+    if channels == 1:  # rows of kh*kw numbers copy slowly: copy along image rows, then transpose
+        patches = windows.transpose(3, 4, 5, 0, 1, 2).reshape(kh * kw, -1).T
+    else:  # the copy: (n*out_h*out_w, kh*kw*in), a row per output pixel, in (dy, dx, channel) order
+        patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * channels)
+    filters = weight.data.transpose(0, 2, 3, 1).copy()  # (out, kh, kw, in): in a patch's order
+    data = patches @ filters.reshape(out_channels, -1).T  # (n*out_h*out_w, out)
     if bias is not None:
-        data += bias.data[:, None]
-    data = data.reshape(out_channels, n, out_h, out_w).transpose(1, 0, 2, 3)  # (batch, channels, y, x): a view
+        data += bias.data
+    data = data.reshape(n, out_h, out_w, out_channels).transpose(0, 3, 1, 2)  # (n, out, y, x)
     def backward(g):
-        g_cols = g.transpose(1, 0, 2, 3).reshape(out_channels, -1)
+        g_rows = g.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (n*out_h*out_w, out): a view
         grad_x = None
         if x.requires_grad:  # the input images need no gradient: skip the col2im
-            grad_patches = (filters.T @ g_cols).reshape(channels, kh, kw, n, out_h, out_w).transpose(1, 2, 3, 0, 4, 5)
-            grad_x = _add_windows(grad_patches, padded.shape, stride)[:, :, padding:padding + h, padding:padding + w]
-        grad_weight = (g_cols @ patches.T).reshape(weight.shape)
-        return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, g_cols.sum(axis=1))
+            grad_images = np.zeros(images.shape, g.dtype)  # (n, h + 2 padding, w + 2 padding, in)
+            for i, j in np.ndindex(kh, kw):  # pixel (i, j) of every patch gets g filters[:, i, j]
+                share = (g_rows @ filters[:, i, j]).reshape(n, out_h, out_w, channels)
+                grad_images[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += share
+            grad_x = grad_images[:, padding:padding + h, padding:padding + w].transpose(0, 3, 1, 2)
+        grad_weight = (g_rows.T @ patches).reshape(filters.shape).transpose(0, 3, 1, 2).copy()
+        grad_bias = None if bias is None else np.ones(len(g_rows), g.dtype) @ g_rows  # BLAS: fast
+        return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
     return Tensor.from_op(data, (x, weight) if bias is None else (x, weight, bias), backward, "conv2d")
 
 def max_pool2d(x, kernel_size, stride=None):
-    """The maximum of each kernel_size x kernel_size window (stride: kernel_size) of (batch, channels, h, w)
-    images.  d/dx = g at the maximum of each window (the first one, on ties), 0 elsewhere.
+    """The maximum of each kernel_size x kernel_size window (stride: kernel_size) of (batch,
+    channels, h, w) images.  d/dx = g at the maximum of each window (the first, on ties), else 0.
     >>> gradients(lambda x: max_pool2d(x, 2), [[[[1., 2.], [4., 3.]]]])[0].tolist()
     [[[[0.0, 0.0], [1.0, 0.0]]]]"""
     x, k, stride = _tensor(x), kernel_size, kernel_size if stride is None else stride
     if x.ndim != 4 or not 1 <= k <= min(x.shape[2:]) or stride < 1:
-        raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) with each side "
-                         f"at least kernel_size={k} >= 1, and stride={stride} >= 1")
-    windows = _windows(x.data, k, k, stride)
-    planes = windows.reshape((k * k,) + windows.shape[2:])  # a copy, a plane per window position
-    data = planes.max(axis=0)  # k * k - 1 elementwise maxima of whole planes: fast
+        raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) "
+                         f"with each side at least kernel_size={k} >= 1, and stride={stride} >= 1")
+    images, out_h, out_w = x.data, (x.shape[2] - k) // stride + 1, (x.shape[3] - k) // stride + 1
+    # for each offset (i, j) in a window: the rows and columns of the pixel at (i, j) of all windows
+    offsets = [(slice(i, i + stride * out_h, stride), slice(j, j + stride * out_w, stride))
+               for i, j in np.ndindex(k, k)]
+    planes = [images[:, :, rows, cols] for rows, cols in offsets]  # views (n, c, out_h, out_w)
+    data = planes[0].copy(order="K")  # K: in the input's memory order (channels-last after conv2d)
+    for plane in planes[1:]:  # k*k - 1 elementwise maxima of whole planes, views of the input
+        np.maximum(data, plane, out=data)
     def backward(g):
-        is_max, taken = planes == data, np.zeros(data.shape, bool)
-        for plane in is_max:  # on a tie only the first maximum gets g, as in PyTorch
-            plane &= ~taken
-            taken |= plane
-        return (_add_windows((is_max * g).reshape(windows.shape), x.shape, stride),)
+        g_out = np.empty_like(data)  # g in the output's memory order: mixing orders is 2-3x slower
+        g_out[...] = g
+        grad, taken = np.zeros_like(images), np.zeros_like(data, dtype=bool)
+        for (rows, cols), plane in zip(offsets, planes):
+            is_max = plane == data
+            is_max &= ~taken  # on a tie only the first maximum gets g, as in PyTorch
+            taken |= is_max
+            if stride >= k:  # windows do not overlap: a pixel gets g from one window at most
+                np.multiply(g_out, is_max, out=grad[:, :, rows, cols])
+            else:
+                grad[:, :, rows, cols] += g_out * is_max
+        return (grad,)
     return Tensor.from_op(data, (x,), backward, "max_pool2d")
 
 # ---- losses ----

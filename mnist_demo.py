@@ -299,13 +299,15 @@ def text_plot(rates, losses, suggestion, width=64, height=10):
 
 
 def find_lr(model, optimizer, images, labels, batch_size):
-    """Run lr_find, print its curve and suggestion, and return (rates, losses, suggestion)."""
+    """Run lr_find, print its curve and suggestion, and return (rates, losses, suggestion), the
+    suggestion rounded to 2 digits."""
     print(f"Finding a learning rate: {optimizer.__class__.__name__}'s rate rising from 1e-07 to 10 over "
           f"up to 300 steps, until the loss explodes (the model is put back as it was afterwards)")
     rates, losses, suggestion = lr_find(model, optimizer, images, labels, batch_size=batch_size)
+    suggestion = float(f"{suggestion:.2g}")
     print("\n".join(text_plot(rates, losses, suggestion)))
     best = rates[np.argmin(losses)]
-    print(f"The loss (smoothed) was lowest at lr {best:.3g}; suggested: a tenth of it, lr {suggestion:.3g} "
+    print(f"The loss (smoothed) was lowest at lr {best:.3g}; suggested: a tenth of it, lr {suggestion:g} "
           f"(marked |)\n")
     return rates, losses, suggestion
 
@@ -554,7 +556,7 @@ def run(args):
     if args.find_lr:  # lr_find puts the model and the random numbers back: training starts as without it
         lr_curve = find_lr(model, optimizer, train_images, train_labels, args.batch_size)
         if not args.lr_given:
-            optimizer.lr = args.lr = float(f"{lr_curve[2]:.2g}")
+            optimizer.lr = args.lr = lr_curve[2]
     epochs = f"{args.epochs} epoch" + "s" * (args.epochs > 1)
     print(f"Training the {args.model.upper()} on {len(train_images):,} {args.dataset} images for {epochs} (Adam, "
           f"lr {args.lr:g}, batches of {args.batch_size}); validation: the {len(test_images):,} test images")

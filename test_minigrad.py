@@ -719,8 +719,11 @@ def conv2d_reference(x, w, b, stride, padding, g):
     return out, grad_xp[:, :, padding:padding + h, padding:padding + width], grad_w, grad_b
 
 
-CONV_CASES = [(stride, padding, channels)
-              for stride in (1, 2) for padding in (0, 1) for channels in ((1, 1, 3), (1, 3, 2), (3, 2, 3), (2, 4, 1))]
+# (stride, padding, (in_channels, out_channels, kernel size)): one input channel takes a path of its own
+CONV_CASES = [(stride, padding, channels) for stride in (1, 2) for padding in (0, 1, 2)
+              for channels in ((1, 1, 3), (1, 3, 2), (3, 2, 3), (2, 4, 1), (6, 5, 3))]
+# central differences cost two forward passes per number: the larger cases have the reference alone
+GRADCHECK_CASES = [case for case in CONV_CASES if case[1] < 2 and case[2] != (6, 5, 3)]
 
 
 def conv_case_id(case):
@@ -748,7 +751,7 @@ def test_conv2d_matches_a_plain_loop_reference_forward_and_backward(case, bias):
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
-@pytest.mark.parametrize("case", CONV_CASES, ids=conv_case_id)
+@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=conv_case_id)
 def test_conv2d_gradcheck(case, bias):
     stride, padding, (in_channels, out_channels, k) = case
     x, w = signed((2, in_channels, 5, 6), 1), signed((out_channels, in_channels, k, k), 2)
@@ -784,10 +787,11 @@ def max_pool2d_reference(x, k, stride, g):
 POOL_CASES = [(2, None), (3, None), (2, 1), (3, 1), (3, 2)]
 
 
+@pytest.mark.parametrize("channels", [1, 5])
 @pytest.mark.parametrize("values", ["distinct", "with ties"])
 @pytest.mark.parametrize("kernel, stride", POOL_CASES, ids=str)
-def test_max_pool2d_matches_a_plain_loop_reference_gradient_to_the_first_max(kernel, stride, values):
-    shape = (2, 2, 6, 7)
+def test_max_pool2d_matches_a_plain_loop_reference_gradient_to_the_first_max(kernel, stride, values, channels):
+    shape = (2, channels, 6, 7)
     x = distinct(shape) if values == "distinct" else np.random.default_rng(0).integers(0, 3, shape).astype(float)
     xt = Tensor(x, requires_grad=True)
     out = mg.max_pool2d(xt, kernel, stride=stride) if stride else mg.max_pool2d(xt, kernel)
@@ -801,6 +805,36 @@ def test_max_pool2d_matches_a_plain_loop_reference_gradient_to_the_first_max(ker
 @pytest.mark.parametrize("kernel, stride", POOL_CASES, ids=str)
 def test_max_pool2d_gradcheck(kernel, stride):
     assert gradcheck(lambda t: mg.max_pool2d(t, kernel, stride), distinct((2, 2, 6, 7)))
+
+
+def test_conv2d_and_max_pool2d_results_do_not_depend_on_the_memory_order_of_the_input():
+    # conv2d's output is a (batch, channels, y, x) view of channels-last memory: ops must take any order
+    x, w, b = signed((2, 3, 7, 6), 1), signed((4, 3, 3, 3), 2), signed((4,), 3)
+    layouts = {"C": x, "channels-last": np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2),
+               "Fortran": np.asfortranarray(x), "every other column": np.repeat(x, 2, axis=3)[..., ::2]}
+    results = {}
+    for name, images in layouts.items():
+        xt, wt, bt = (Tensor(a, requires_grad=True) for a in (images, w, b))
+        out = mg.max_pool2d(mg.conv2d(xt, wt, bt, padding=1).relu(), 2, stride=1)
+        out.backward(signed(out.shape, 4))
+        results[name] = [out.data, xt.grad, wt.grad, bt.grad]
+    for name in layouts:
+        for expected, got in zip(results["C"], results[name]):
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_conv2d_and_max_pool2d_backward_use_the_values_of_the_forward_pass():
+    # load_state_dict gives a parameter a new .data: a graph built before must keep the values it saw
+    def run(op, rebind):
+        x, w = Tensor(signed((2, 2, 6, 6), 1), requires_grad=True), Tensor(signed((3, 2, 3, 3), 2), requires_grad=True)
+        out = mg.conv2d(x, w, padding=1) if op == "conv2d" else mg.max_pool2d(x, 2)  # w: unused, no .grad
+        if rebind:
+            x.data, w.data = np.zeros_like(x.data), np.zeros_like(w.data)
+        out.backward(signed(out.shape, 3))
+        return x.grad, w.grad
+    for op in ("conv2d", "max_pool2d"):
+        for expected, got in zip(run(op, rebind=False), run(op, rebind=True)):
+            np.testing.assert_array_equal(got, expected, err_msg=op)
 
 
 def test_max_pool2d_of_equal_values_sends_each_windows_gradient_to_its_top_left():
@@ -2470,8 +2504,8 @@ def test_find_lr_prints_the_range_test_then_trains_with_its_suggestion(model, tm
     assert sum("*" in line for line in curve) >= 5 and "learning rate (log scale)" in out
     assert re.search(r"^ +\+ *\|$", out, re.M)  # the suggestion marked under the curve
     best, suggested = re.search(r"lowest at lr ([\d.e+-]+); suggested: a tenth of it, lr ([\d.e+-]+)", out).groups()
-    assert float(suggested) == pytest.approx(float(best) / 10, rel=1e-2)
-    assert f"(Adam, lr {float(f'{float(suggested):.2g}'):g}, batches of 20)" in out
+    assert float(suggested) == pytest.approx(float(best) / 10, rel=0.05)  # rounded to 2 digits
+    assert f"(Adam, lr {float(suggested):g}, batches of 20)" in out
 
     assert demo.main(arguments + ["--lr", "0.005"]) == 0  # a rate given: the test is only shown
     out = capsys.readouterr().out
