@@ -521,7 +521,7 @@ def busy_warning(load, cores, environ):
     A matrix product is split among the threads and waits for the last one: a thread that has to share
     its core with another program holds up all of them, and OpenBLAS's waiting threads spin, taking
     CPU time from the one they wait for. Measured on 2 cores with other work on them (README, Troubleshooting):
-    an epoch took 4 to 9 times as long with 2 threads as with 1.
+    an epoch took 2.5 to 9 times as long with 2 threads as with 1.
     >>> busy_warning(0.3, 2, {}) is None, busy_warning(2.5, 2, {"OPENBLAS_NUM_THREADS": "1"}) is None
     (True, True)"""
     if load is None or load < 1:  # less than one core's worth of other work
@@ -533,7 +533,7 @@ def busy_warning(load, cores, environ):
         return None
     return (f"this machine is busy: its load average over the last minute is {load:.2f} on {cores} cores, and "
             f"numpy's BLAS runs {threads} threads, which wait for each other and spin while a core is taken; "
-            f"that can make training several times slower (4 to 9 times, measured on 2 busy cores).\n"
+            f"that can make training several times slower (2.5 to 9 times, measured on 2 busy cores).\n"
             f"  If it is slow, stop it (Ctrl-C) and run it with fewer threads: "
             f"OPENBLAS_NUM_THREADS={free} python mnist_demo.py ...")
 
