@@ -13,12 +13,14 @@ numbers with gradients(), which first checks it against finite differences (grad
 import collections
 import contextlib
 import copy
+import itertools
 import time
 import warnings
 
 import numpy as np
 
 _grad_enabled = True  # no_grad() switches it off: ops then record no graph
+_created = itertools.count()  # numbers the tensors in the order they are made
 
 class ShapeError(ValueError):
     """Shapes that do not fit; its message names the op, the shapes and the layer."""
@@ -72,6 +74,7 @@ class Tensor:
         self.op = None
         self._parents = ()
         self._backward = None
+        self._number = next(_created)  # an op's result is made after its inputs: a larger number
 
     def __repr__(self):
         """Its numbers (summarized if many), and the op that made it or whether it requires grad.
@@ -157,46 +160,47 @@ class Tensor:
                              f"shape, or .sum() it")
         if grad is None:
             grad = np.ones_like(self.data)
-        grad = np.array(getattr(grad, "data", grad), self.dtype)  # a copy: the caller keeps theirs
+        else:
+            grad = np.array(getattr(grad, "data", grad), self.dtype)  # a copy: the caller's is theirs
         if grad.shape != self.shape:
             raise ShapeError(f"backward: grad has shape {grad.shape}, the output {self.shape}")
         grads = {self: grad}  # d(self)/d(tensor) for each tensor reached so far, summed over paths
         kept = set()  # the arrays that leaves kept as their .grad: no other leaf may keep them too
-        for node in reversed(self._graph_order()):  # from self back to the leaves
+        for node in self._graph_order():  # from self back to the leaves
             g = grads.pop(node, None)
             if g is None:  # no gradient flows into it: a constant, such as the input images
                 continue
             if node._backward is None:  # a leaf: every path to it is done, its gradient complete
                 node._accumulate(g, kept)
                 continue
-            for parent, parent_grad in node._input_grads(g):
+            for parent, parent_grad in zip(node._parents, node._call_backward(g)):
+                if parent_grad is None or not parent.requires_grad:
+                    continue
+                if getattr(parent_grad, "shape", None) != parent.data.shape:  # broadcast, or wrong
+                    parent_grad = node._unbroadcast(parent, parent_grad)
                 if parent in grads:  # another path to parent: the gradients of all paths add up
                     grads[parent] = grads[parent] + parent_grad
                 else:
                     grads[parent] = parent_grad
 
     def _graph_order(self):
-        """Every tensor self was computed from, each after its inputs (a "topological order"): a
-        depth-first walk, in recursion visit(node): visit each input not yet visited, list node.
-        Written with a stack of its own, as Python stops recursion at about 1,000 levels."""
-        order = []
-        visited = set()
-        stack = [(self, False)]
-        while stack:
-            node, inputs_listed = stack.pop()
-            if inputs_listed:
-                order.append(node)
-            elif node not in visited:
-                visited.add(node)
-                stack.append((node, True))  # met again once the inputs pushed above it are listed
-                stack.extend((parent, False) for parent in node._parents)
-        return order
+        """self and every tensor it was computed from, each before its inputs: newest first, as an
+        op's result is made after its inputs. backward() walks them in this order: the gradient of a
+        tensor is complete, summed over every path from self, before it goes on to its inputs."""
+        found = set()
+        stack = [self]
+        while stack:  # every tensor reachable from self through the recorded inputs
+            node = stack.pop()
+            if node not in found:
+                found.add(node)
+                stack.extend(node._parents)
+        return sorted(found, key=lambda tensor: tensor._number, reverse=True)
 
-    def _input_grads(self, g):
-        """(input, gradient) for each input that needs one: this op's closure applied to g, checked,
-        and summed back to the shape of an input that was broadcast."""
+    def _call_backward(self, g):
+        """This op's closure applied to g, which it gets read-only (a closure that changed g in
+        place would change other gradients that share it), checked: a gradient or None per input."""
         read_only = np.asarray(g).view()  # (asarray: numpy makes a sum of 0-d arrays a number)
-        read_only.flags.writeable = False  # a closure writing into g would change other gradients
+        read_only.flags.writeable = False
         try:
             grads = self._backward(read_only)
         except ValueError as error:  # numpy's "output array is read-only": say which op, and why
@@ -212,19 +216,18 @@ class Tensor:
             raise TypeError(f"backward of {self.op}: returned {got}, not a tuple of "
                             f"{len(self._parents)}, one gradient (or None) per input; for one "
                             f"input, mind the comma: lambda g: (g * 2,)")
-        pairs = []
-        for k, (parent, grad) in enumerate(zip(self._parents, grads)):
-            if grad is None or not parent.requires_grad:
-                continue
-            if getattr(grad, "shape", None) != parent.shape:  # broadcast in the forward pass?
-                grad = _unbroadcast(np.asarray(grad), parent.shape)
-            if grad.shape != parent.shape:
-                raise ShapeError(f"backward of {self.op}: input {k} has shape {parent.shape}, but "
-                                 f"its gradient came back with shape {np.shape(grads[k])}; it must "
-                                 f"have the input's shape (or the output's, {self.shape}, if the "
-                                 f"input was broadcast)")
-            pairs.append((parent, grad))
-        return pairs
+        return grads
+
+    def _unbroadcast(self, parent, grad):
+        """grad, which this op's closure returned for parent, summed back to parent's shape."""
+        summed = _unbroadcast(np.asarray(grad), parent.shape)
+        if summed.shape != parent.shape:
+            k = self._parents.index(parent)
+            raise ShapeError(f"backward of {self.op}: input {k} has shape {parent.shape}, but its "
+                             f"gradient came back with shape {np.shape(grad)}; it must have the "
+                             f"input's shape (or the output's, {self.shape}, if the input was "
+                             f"broadcast)")
+        return summed
 
     def _accumulate(self, g, kept):
         """Add g to this leaf's .grad. A new array that no other tensor holds, as the gradient of a
@@ -529,25 +532,25 @@ class Tensor:
         >>> loss = ((w * x + b) - y) ** 2
         >>> print(loss.graph({"w": w, "b": b, "x": x, "y": y}))
         #1 pow(#2)      (1,)  [9.]
-        #2 sub(#3, #8)  (1,)  [-3.]
+        #2 sub(#3, #5)  (1,)  [-3.]
         #3 add(#4, #7)  (1,)  [7.]
-        #4 mul(#5, #6)  (1,)  [6.]
-        #5 w            (1,)  [2.]   requires_grad
+        #4 mul(#8, #6)  (1,)  [6.]
+        #5 y            (1,)  [10.]
         #6 x            (1,)  [3.]
         #7 b            (1,)  [1.]   requires_grad
-        #8 y            (1,)  [10.]
+        #8 w            (1,)  [2.]   requires_grad
         >>> loss.backward()
         >>> print(loss.graph({"w": w, "b": b, "x": x, "y": y}))
         #1 pow(#2)      (1,)  [9.]
-        #2 sub(#3, #8)  (1,)  [-3.]
+        #2 sub(#3, #5)  (1,)  [-3.]
         #3 add(#4, #7)  (1,)  [7.]
-        #4 mul(#5, #6)  (1,)  [6.]
-        #5 w            (1,)  [2.]   grad [-18.]
+        #4 mul(#8, #6)  (1,)  [6.]
+        #5 y            (1,)  [10.]
         #6 x            (1,)  [3.]
         #7 b            (1,)  [1.]   grad [-6.]
-        #8 y            (1,)  [10.]"""
+        #8 w            (1,)  [2.]   grad [-18.]"""
         names = {tensor: name for name, tensor in (params or {}).items()}
-        nodes = self._graph_order()[::-1]  # backward() visits them from self back to the leaves
+        nodes = self._graph_order()
         number = {node: f"#{i}" for i, node in enumerate(nodes, 1)}
         rows = []
         for node in nodes:
@@ -1159,7 +1162,7 @@ def _dead_units(loss, model):
     channel: axis 1) is dead if it output 0 for every sample; the layer is the one before it."""
     names = {parameter: name for name, parameter in model.named_parameters()}
     found = []
-    for node in loss._graph_order():
+    for node in reversed(loss._graph_order()):  # from the input side: the first layer first
         if node.op != "relu" or node.ndim < 2:
             continue
         fires = (node.data > 0).any(axis=tuple(axis for axis in range(node.ndim) if axis != 1))

@@ -357,9 +357,9 @@ def test_graph_shows_the_norm_of_large_tensors_and_their_gradients():
     loss.backward()
     assert loss.graph({"w": w}).splitlines() == [
         "#1 sum(#2)      ()      [12.]",
-        "#2 mul(#3, #4)  (3, 4)  norm 3.464",  # sqrt(12)
-        "#3 w            (3, 4)  norm 6.928  grad norm 1.732",  # 2 sqrt(12); 0.5 sqrt(12)
-        "#4 leaf         ()      [0.5]"]  # the number 0.5 became a constant tensor
+        "#2 mul(#4, #3)  (3, 4)  norm 3.464",  # sqrt(12)
+        "#3 leaf         ()      [0.5]",  # the number 0.5 became a constant tensor, after w
+        "#4 w            (3, 4)  norm 6.928  grad norm 1.732"]  # 2 sqrt(12); 0.5 sqrt(12)
 
 
 def test_graph_of_a_models_training_step_names_its_parameters_and_fits_on_a_screen():
