@@ -161,7 +161,7 @@ class Tensor:
         if grad is None:
             grad = np.ones_like(self.data)
         else:
-            grad = np.array(getattr(grad, "data", grad), self.dtype)  # a copy: the caller's is theirs
+            grad = np.array(getattr(grad, "data", grad), self.dtype)  # a copy: the caller keeps it
         if grad.shape != self.shape:
             raise ShapeError(f"backward: grad has shape {grad.shape}, the output {self.shape}")
         grads = {self: grad}  # d(self)/d(tensor) for each tensor reached so far, summed over paths
