@@ -54,6 +54,7 @@ def _brief(array):
     if array.size <= 4:
         return np.array2string(array.ravel(), precision=4, separator=", ")
     return f"norm {np.linalg.norm(array):.4g}"
+
 class Tensor:
     """An array that remembers the op and inputs it was computed from, so that gradients flow back.
     Lists, numbers and integer arrays become float32; a numpy array of floats keeps its dtype."""
@@ -98,7 +99,8 @@ class Tensor:
         >>> Tensor.from_op(a.data ** 2, (a,), lambda g: (g * 2 * a.data,), "square")
         Tensor([9.], op=square)"""
         if not callable(backward):
-            raise TypeError(f"from_op: backward must be a function of g, not a {type(backward)}")
+            raise TypeError(f"from_op: backward must be a function of g, not a "
+                            f"{type(backward).__name__}")
         if not (isinstance(parents, tuple) and all(isinstance(p, Tensor) for p in parents)):
             raise TypeError(f"from_op: parents must be a tuple of the Tensors the op computed data "
                             f"from, such as (a,) or (a, b); got a {type(parents).__name__}")
@@ -571,10 +573,8 @@ class Tensor:
                  for row in rows]
         return "\n".join(line.rstrip() for line in lines)
 
-
-gradcheck = Tensor.gradcheck
+gradcheck = Tensor.gradcheck  # minigrad.gradcheck, as torch.autograd.gradcheck
 gradients = Tensor.gradients
-
 
 @contextlib.contextmanager
 def no_grad():

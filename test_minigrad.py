@@ -2594,14 +2594,20 @@ def test_seed_0_is_a_seed():
 
 # ---- the picture (--plot) ----
 
-def test_plot_saves_a_png_of_the_curves_and_the_mistakes(tmp_path, server, monkeypatch, capsys):
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the demo saves, to read their titles and curves back (skips without matplotlib)."""
     matplotlib = pytest.importorskip("matplotlib")
     import matplotlib.figure
-    url, _ = server
-    drawn = []  # the figure, to read its titles back
+    figures = []
     real_savefig = matplotlib.figure.Figure.savefig
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
-                        lambda figure, *args, **kwargs: drawn.append(figure) or real_savefig(figure, *args, **kwargs))
+                        lambda figure, *args, **kwargs: figures.append(figure) or real_savefig(figure, *args, **kwargs))
+    return figures
+
+
+def test_plot_saves_a_png_of_the_curves_and_the_mistakes(tmp_path, server, drawn, capsys):
+    url, _ = server
     path = tmp_path / "pictures" / "run.png"
     path.parent.mkdir()
     status = demo.main(["--dataset", "fashion", "--data-dir", str(tmp_path / "data"), "--mirror", url + "/good/",
@@ -2626,14 +2632,8 @@ def test_plot_saves_a_png_of_the_curves_and_the_mistakes(tmp_path, server, monke
         assert predicted != true
 
 
-def test_plot_with_find_lr_adds_the_range_test_with_its_suggestion(tmp_path, server, monkeypatch, capsys):
-    matplotlib = pytest.importorskip("matplotlib")
-    import matplotlib.figure
+def test_plot_with_find_lr_adds_the_range_test_with_its_suggestion(tmp_path, server, drawn, capsys):
     url, _ = server
-    drawn = []
-    real_savefig = matplotlib.figure.Figure.savefig
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
-                        lambda figure, *args, **kwargs: drawn.append(figure) or real_savefig(figure, *args, **kwargs))
     assert demo.main(["--data-dir", str(tmp_path / "data"), "--mirror", url + "/good/", "--epochs", "1",
                       "--limit", "40", "--batch-size", "20", "--find-lr", "--plot", str(tmp_path / "run.png")]) == 0
     suggested = re.search(r"suggested: a tenth of it, lr ([\d.e+-]+)", capsys.readouterr().out)[1]
@@ -2689,14 +2689,8 @@ def test_plot_saves_in_the_format_its_name_asks_for(name, start, tmp_path):
 
 @pytest.mark.parametrize("limit, note", [(40, "\ntrained on 40 of the 60 training images"), (60, "")])
 def test_plot_of_one_epoch_has_a_readable_axis_and_says_when_part_of_the_training_set_was_used(
-        limit, note, tmp_path, server, monkeypatch, capsys):
-    matplotlib = pytest.importorskip("matplotlib")
-    import matplotlib.figure
+        limit, note, tmp_path, server, drawn, capsys):
     url, _ = server
-    drawn = []
-    real_savefig = matplotlib.figure.Figure.savefig
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
-                        lambda figure, *args, **kwargs: drawn.append(figure) or real_savefig(figure, *args, **kwargs))
     assert demo.main(["--data-dir", str(tmp_path / "data"), "--mirror", url + "/good/", "--epochs", "1",
                       "--limit", str(limit), "--plot", str(tmp_path / "run.png")]) == 0
     capsys.readouterr()
