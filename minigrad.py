@@ -713,7 +713,7 @@ def cross_entropy(logits, targets):
         grad = np.exp(log_probs)
         grad[rows, targets] -= 1
         return (grad * (g / n),)
-    return Tensor.from_op(-log_probs[rows, targets].sum() / n, (logits,), backward, "cross_entropy")
+    return Tensor.from_op(-log_probs[rows, targets].mean(), (logits,), backward, "cross_entropy")
 
 def mse_loss(prediction, target):
     """The mean of (prediction - target)^2 over its n elements.
