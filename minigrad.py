@@ -14,6 +14,7 @@ import collections
 import contextlib
 import copy
 import itertools
+import math
 import time
 import warnings
 
@@ -46,7 +47,7 @@ def _tensor(x, dtype=None):
     if isinstance(x, Tensor):
         return x
     if dtype is not None and dtype.kind != "f":
-        dtype = None  # an integer tensor times 0.5 gives 0.5s, not 0s: Tensor chooses a float dtype
+        dtype = None  # an integer tensor times 0.5 gives 0.5s, as in numpy, not 0s
     return Tensor(x, dtype=dtype, copy=False)
 
 def _brief(array):
@@ -92,8 +93,9 @@ class Tensor:
     def from_op(data, parents, backward, name=None):
         """Wrap an op's result, recording its inputs (parents, a tuple) and its backward closure if
         an input needs a gradient. backward(g) gets g read-only and returns one gradient (or None)
-        per input, of the input's shape (or the output's, where the input was broadcast); it may use
-        the arrays it captured as the op ran: they hold the values the result was computed from.
+        per input, of the input's shape (or the output's, where the input was broadcast), as new
+        arrays (a leaf may keep one as its .grad); it may use the arrays it captured as the op ran:
+        they hold the values the result was computed from.
         name: the op's name, for repr and graph(); by default the function the closure is in.
         >>> a = Tensor([3.], requires_grad=True)
         >>> Tensor.from_op(a.data ** 2, (a,), lambda g: (g * 2 * a.data,), "square")
@@ -107,9 +109,10 @@ class Tensor:
         out = Tensor(data, copy=False)  # an op's result is a new array already
         if _grad_enabled and any(parent.requires_grad for parent in parents):
             out.requires_grad = True
-            # "cube.<locals>.<lambda>", a closure written in def cube(a), gives the name cube
-            function = getattr(backward, "__qualname__", "op").rsplit(".<locals>", 1)[0]
-            out.op = name or function.split(".")[-1]
+            if name is None:  # "cube.<locals>.<lambda>", a closure written in def cube(a): cube
+                name = getattr(backward, "__qualname__", "op").rsplit(".<locals>", 1)[0]
+                name = name.split(".")[-1]
+            out.op = name
             out._parents = parents
             out._backward = backward
         return out
@@ -179,7 +182,7 @@ class Tensor:
                 if parent_grad is None or not parent.requires_grad:
                     continue
                 if getattr(parent_grad, "shape", None) != parent.data.shape:  # broadcast, or wrong
-                    parent_grad = node._unbroadcast(parent, parent_grad)
+                    parent_grad = node._summed_to_input(parent, parent_grad)
                 if parent in grads:  # another path to parent: the gradients of all paths add up
                     grads[parent] = grads[parent] + parent_grad
                 else:
@@ -218,9 +221,12 @@ class Tensor:
             raise TypeError(f"backward of {self.op}: returned {got}, not a tuple of "
                             f"{len(self._parents)}, one gradient (or None) per input; for one "
                             f"input, mind the comma: lambda g: (g * 2,)")
+        if any(isinstance(grad, Tensor) for grad in grads):
+            raise TypeError(f"backward of {self.op}: returned a Tensor; return arrays (b.data, "
+                            f"not b)")
         return grads
 
-    def _unbroadcast(self, parent, grad):
+    def _summed_to_input(self, parent, grad):
         """grad, which this op's closure returned for parent, summed back to parent's shape."""
         summed = _unbroadcast(np.asarray(grad), parent.shape)
         if summed.shape != parent.shape:
@@ -232,7 +238,7 @@ class Tensor:
         return summed
 
     def _accumulate(self, g, kept):
-        """Add g to this leaf's .grad. A new array that no other tensor holds, as the gradient of a
+        """Add g to this leaf's .grad. A new array that no other leaf keeps, as the gradient of a
         layer's weight is, becomes .grad itself: copying it adds 16% to a step of benchmark W1."""
         if self.grad is not None:
             self.grad += g  # gradients accumulate, as in PyTorch, until zero_grad()
@@ -242,14 +248,15 @@ class Tensor:
         else:
             self.grad = np.array(g, dtype=self.dtype)
 
-    # ---- checking derivatives: each op's example below uses gradients(), which runs gradcheck ----
+    # ---- checking derivatives: each op's example below uses gradients(), which runs gradcheck
+    # (minigrad.gradients and minigrad.gradcheck, the names given to them after this class) ----
     @staticmethod
     def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
         """Compare backward() of fn with central differences (f(x + eps) - f(x - eps)) / 2 eps, in
         float64. Returns True, or raises AssertionError naming the input, the element, both values.
         >>> def square_with_wrong_derivative(a):  # grad a = g 2a, not g a
         ...     return Tensor.from_op(a.data ** 2, (a,), lambda g: (g * a.data,))
-        >>> gradcheck(square_with_wrong_derivative, [3.])
+        >>> Tensor.gradcheck(square_with_wrong_derivative, [3.])
         Traceback (most recent call last):
         AssertionError: gradcheck: input 0, element (0,): backward gives 3, finite differences 6"""
         inputs = [Tensor(x, requires_grad=True, dtype=np.float64) for x in inputs]
@@ -280,7 +287,7 @@ class Tensor:
         has confirmed it.
         >>> def square(a):  # grad a = g 2a
         ...     return Tensor.from_op(a.data ** 2, (a,), lambda g: (g * 2 * a.data,))
-        >>> gradients(square, [3., -1.])
+        >>> Tensor.gradients(square, [3., -1.])
         [array([ 6., -2.], dtype=float32)]"""
         Tensor.gradcheck(fn, *inputs)
         inputs = [Tensor(x, requires_grad=True) for x in inputs]
@@ -347,6 +354,9 @@ class Tensor:
         """a ** p, for a number p.  grad a = g p a^(p-1).
         >>> gradients(lambda a: a ** 2, [3., -1.])   # 2a
         [array([ 6., -2.], dtype=float32)]"""
+        if np.ndim(exponent) != 0 or isinstance(exponent, Tensor):
+            raise TypeError(f"pow: the exponent must be a number, not a {type(exponent).__name__}; "
+                            f"for a tensor b, a ** b is (b * a.log()).exp()")
         data = self.data ** exponent
         if exponent == 0:
             slope = 0  # a^0 = 1 has slope 0, even at a = 0, where p a^(p-1) would be 0 * inf
@@ -526,9 +536,9 @@ class Tensor:
     # ---- seeing the graph ----
     def graph(self, params=None):
         """The graph that computed this tensor, a line per tensor in the order backward() visits
-        them: its number, its op and inputs (a leaf: its name in params, such as
-        dict(model.named_parameters())), its shape, its value (the norm of a large one) and, once
-        backward() has run, the gradient that reached each leaf.
+        them: its number, its op and inputs (a leaf: its name in params, a dict of name -> tensor
+        or a model), its shape, its value (the norm of a large one) and, once backward() has run,
+        the gradient that reached each leaf.
         >>> w, b = Tensor([2.], requires_grad=True), Tensor([1.], requires_grad=True)
         >>> x, y = Tensor([3.]), Tensor([10.])
         >>> loss = ((w * x + b) - y) ** 2
@@ -551,7 +561,9 @@ class Tensor:
         #6 x            (1,)  [3.]
         #7 b            (1,)  [1.]   grad [-6.]
         #8 w            (1,)  [2.]   grad [-18.]"""
-        names = {tensor: name for name, tensor in (params or {}).items()}
+        if hasattr(params, "named_parameters"):  # graph(model) names its parameters too
+            params = params.named_parameters()
+        names = {tensor: name for name, tensor in dict(params or {}).items()}
         nodes = self._graph_order()
         number = {node: f"#{i}" for i, node in enumerate(nodes, 1)}
         rows = []
@@ -602,9 +614,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     >>> x = np.arange(9.).reshape(1, 1, 3, 3)  # grad x: how many 2x2 patches hold each pixel
     >>> gradients(conv2d, x, np.ones((1, 1, 2, 2)), [0.])[0].tolist()
     [[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]"""
+    weight = _tensor(weight)
+    if weight.ndim != 4:
+        raise ShapeError(f"conv2d: weight {weight.shape} should be (out, in, kh, kw)")
     x = _tensor(x, weight.dtype)
+    bias = None if bias is None else _tensor(bias, weight.dtype)
     out_channels, channels, kh, kw = weight.shape
-    if x.ndim != 4 or x.shape[1] != channels or bias is not None and bias.shape != (out_channels,):
+    wrong_bias = bias is not None and bias.shape != (out_channels,)
+    if x.ndim != 4 or x.shape[1] != channels or wrong_bias:
         raise ShapeError(f"conv2d: input {x.shape} should be (batch, {channels}, height, width) "
                          f"for weight {weight.shape} (out, in, kh, kw) and bias ({out_channels},)")
     n, _, h, w = x.shape
@@ -629,7 +646,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     data = data.reshape(n, out_h, out_w, out_channels).transpose(0, 3, 1, 2)  # (n, out, y, x) view
 
     def backward(g):
-        g_rows = g.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (n*out_h*out_w, out): a view
+        g_rows = g.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (n*out_h*out_w, out)
         grad_x = None
         if x.requires_grad:  # the input images need no gradient: skip the col2im
             grad_images = np.zeros(images.shape, g.dtype)  # (n, h + 2 padding, w + 2 padding, in)
@@ -637,7 +654,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
                 share = (g_rows @ filters[:, i, j]).reshape(n, out_h, out_w, channels)
                 grad_images[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += share
             grad_x = grad_images[:, padding:padding + h, padding:padding + w].transpose(0, 3, 1, 2)
-        grad_weight = (g_rows.T @ patches).reshape(filters.shape).transpose(0, 3, 1, 2).copy()
+        grad_weight = None
+        if weight.requires_grad:  # not frozen
+            grad_weight = (g_rows.T @ patches).reshape(filters.shape).transpose(0, 3, 1, 2).copy()
         if bias is None:
             return grad_x, grad_weight
         grad_bias = np.ones(len(g_rows), g.dtype) @ g_rows  # the sum of the rows, fast with BLAS
@@ -655,9 +674,10 @@ def max_pool2d(x, kernel_size, stride=None):
     x = _tensor(x)
     k = kernel_size
     stride = kernel_size if stride is None else stride
-    if x.ndim != 4 or not 1 <= k <= min(x.shape[2:]) or stride < 1:
+    if x.ndim != 4 or not isinstance(k, int) or not 1 <= k <= min(x.shape[2:]) or stride < 1:
         raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) "
-                         f"with each side at least kernel_size={k} >= 1, and stride={stride} >= 1")
+                         f"with each side at least kernel_size={k!r}, a whole number >= 1 (square "
+                         f"windows), and stride={stride} >= 1")
     images = x.data
     out_h = (x.shape[2] - k) // stride + 1
     out_w = (x.shape[3] - k) // stride + 1
@@ -743,9 +763,19 @@ class Parameter(Tensor):
     def __init__(self, data, requires_grad=True, dtype=None):
         super().__init__(data, requires_grad, dtype)
 
+def _named_attributes(module):
+    """(name, value) for each attribute of module, and for each item of a list or tuple attribute
+    (as layers.0 for module.layers[0]): where Module looks for parameters and modules."""
+    for name, value in vars(module).items():
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                yield f"{name}.{i}", item
+        else:
+            yield name, value
+
 class Module:
-    """A layer or a model. Its parameters are the Parameters among its attributes and those of the
-    Modules (and lists of Modules) it holds, named as layers.0.weight. Calling it runs forward()."""
+    """A layer or a model. Its parameters are the Parameters among its attributes (and in its lists)
+    and those of the Modules it holds, named as layers.0.weight. Calling it runs forward()."""
     training = True
 
     def __call__(self, *inputs):
@@ -765,19 +795,16 @@ class Module:
     def named_modules(self, prefix=""):
         """This module, then every module inside it, each with its name, such as "layers.0."."""
         yield prefix, self
-        for name, value in vars(self).items():
+        for name, value in _named_attributes(self):
             if isinstance(value, Module):
                 yield from value.named_modules(f"{prefix}{name}.")
-            for i, item in enumerate(value if isinstance(value, (list, tuple)) else []):
-                if isinstance(item, Module):
-                    yield from item.named_modules(f"{prefix}{name}.{i}.")
 
     def named_parameters(self):
         """(name, parameter) pairs, each parameter once: a layer used twice is one set of weights,
         which a step must update once (it gets the gradients of both uses), under its first name."""
         names = {}  # parameter -> name; a dict keeps the order in which they were found
         for prefix, module in self.named_modules():
-            for name, value in vars(module).items():
+            for name, value in _named_attributes(module):
                 if isinstance(value, Parameter):
                     names.setdefault(value, prefix + name)
                 elif isinstance(value, Tensor) and value.requires_grad and value.op is None:
@@ -817,7 +844,7 @@ class Module:
                 raise ShapeError(f"load_state_dict: {name} is {np.shape(state[name])}, the model's "
                                  f"{parameter.shape}")
         for name, parameter in parameters.items():
-            parameter.data = np.array(state[name], dtype=parameter.dtype)
+            parameter.data[...] = state[name]  # in place, as PyTorch does
 
 def _uniform_parameter(shape, fan_in=None):
     """PyTorch's default initialization: uniform in +-1/sqrt(fan_in), fan_in the inputs of each
@@ -852,10 +879,12 @@ class Linear(Module):
         if self.bias is not None:
             data += self.bias.data
 
-        def backward(g):
+        def backward(g):  # no product for what needs no gradient: the input batch, frozen weights
             g_rows = g.reshape(-1, self.out_features)  # a row per input row, whatever axes it had
-            grad_x = g @ weight if x.requires_grad else None  # the input batch needs none: skip it
-            grad_weight = g_rows.T @ a.reshape(-1, self.in_features)
+            grad_x = g @ weight if x.requires_grad else None
+            grad_weight = None
+            if self.weight.requires_grad:
+                grad_weight = g_rows.T @ a.reshape(-1, self.in_features)
             if self.bias is None:
                 return grad_x, grad_weight
             return grad_x, grad_weight, g_rows.sum(axis=0)
@@ -866,6 +895,9 @@ class Conv2d(Module):
     """conv2d with weight (out_channels, in_channels, k, k) initialized by _uniform_parameter."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        if not isinstance(kernel_size, int):
+            raise TypeError(f"Conv2d: kernel_size must be a whole number (square kernels only): "
+                            f"write 3, not {kernel_size!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -916,7 +948,7 @@ class Dropout(Module):
         if not self.training or self.p == 0:
             return x
         keep = _rng.random(x.shape, dtype=np.float32) >= self.p
-        return x * (keep / (1 - self.p))
+        return x * (keep.astype(x.dtype) / (1 - self.p))
 
 class Sequential(Module):
     """Layers applied one after another."""
@@ -1009,12 +1041,17 @@ class DivergenceError(RuntimeError):
     """fit() stopped: the loss became NaN or infinite, or exploded; the message says why."""
 
 class NotLearningError(DivergenceError):
-    """fit() stopped: the loss stayed at the level of guessing and the accuracy at chance. A sibling
-    of divergence, often its aftermath: a step too large can leave units that never fire again."""
+    """fit() stopped: the loss stayed at the level of guessing and the accuracy at chance. A kind of
+    divergence (except DivergenceError catches both), often its aftermath: a step too large can
+    leave units that never fire again."""
 
 def _dataset(X, y):
     """X and y as numpy arrays, from arrays, lists or Tensors (X with Tensor's rules of dtype)."""
-    return Tensor(X, copy=False).data, np.asarray(y.data if isinstance(y, Tensor) else y)
+    X = Tensor(X, copy=False).data
+    y = np.asarray(y.data if isinstance(y, Tensor) else y)
+    if len(X) == 0 or len(X) != len(y):
+        raise ShapeError(f"fit: X has {len(X)} samples and y {len(y)}: one target per sample")
+    return X, y
 
 def batches(X, y, batch_size, shuffle=True, rng=None):
     """(X, y) mini-batches of batch_size rows, in random order, one at a time; the last may be less.
@@ -1029,13 +1066,20 @@ def batches(X, y, batch_size, shuffle=True, rng=None):
     parts = [order[start:start + batch_size] for start in range(0, len(X), batch_size)]
     return ((X[part], y[part]) for part in parts)  # made here, after the checks, which thus run now
 
-def _is_classification(y):
-    """Targets that are class indices: integers. Accuracy means something for these only."""
-    return y.dtype.kind in "iu"
+def _is_classes(y):
+    """Targets that are class indices: non-negative integers, one per sample."""
+    return y.ndim == 1 and y.dtype.kind in "iu" and y.min() >= 0
+
+def _correct(output, y):
+    """How many rows of output have their largest score at their target class; None where that
+    means nothing: targets that are not class indices, or outputs that are not scores per class."""
+    if not _is_classes(y) or output.ndim != 2 or output.shape[1] < 2:
+        return None
+    return int((output.data.argmax(axis=1) == y).sum())
 
 def evaluate(model, X, y, batch_size=1000, loss_fn=None):
     """(mean loss, accuracy) on (X, y): in eval mode, without a graph, a chunk at a time. The
-    accuracy is None unless y holds class indices (integers).
+    accuracy is None unless y holds class indices and the model gives a score per class.
     >>> evaluate(Sequential(), np.array([[5., 0.], [5., 0.]]), np.array([0, 1]))[1]   # 1 right of 2
     0.5"""
     loss_fn = loss_fn or cross_entropy
@@ -1048,38 +1092,52 @@ def evaluate(model, X, y, batch_size=1000, loss_fn=None):
         for xb, yb in batches(X, y, batch_size, shuffle=False):
             output = model(Tensor(xb, copy=False))
             total_loss += loss_fn(output, yb).item() * len(xb)
-            if _is_classification(y):
-                correct += int((output.data.argmax(axis=1) == yb).sum())
+            right = _correct(output, yb)
+            correct = None if right is None else correct + right
     model.train(was_training)
-    return total_loss / len(X), correct / len(X) if _is_classification(y) else None
+    if correct is None:
+        return total_loss / len(X), None
+    return total_loss / len(X), correct / len(X)
 
 def _guessing_loss(loss_fn, y):
     """The loss of a model that ignores its inputs and predicts from the targets alone: for
     cross_entropy, their class frequencies p, whose loss is their entropy -sum p ln p (ln C for C
     equally common classes); for mse_loss, their mean, whose loss is their variance. Else None."""
-    if loss_fn is cross_entropy:
+    if loss_fn is cross_entropy and _is_classes(y):
         shares = np.bincount(y) / len(y)
         shares = shares[shares > 0]
+        if len(shares) < 2:  # one class: nothing to learn, and no loss below 0
+            return None
         return float(-(shares * np.log(shares)).sum())
     if loss_fn is mse_loss:
         return float(y.var(axis=0).mean())
-    return None
+    return None  # another loss (even one built on these: `is` compares the functions themselves)
 
 class _Watch:
-    """fit()'s checks, so that a run that fails says what it saw and the likely cause. Before each
-    step: a loss that is NaN, infinite or 1000 times its scale has diverged; a first loss far above
-    ln C, that of an untrained network with C classes, means outputs that start huge. Every 100
-    steps, over the last 200: a loss no better than guessing, with an accuracy near chance, means
-    the network learns nothing (healthy networks beat guessing within 50 steps)."""
+    """fit()'s checks, so that a run that fails says what it saw and the likely cause. Inputs that
+    are NaN or infinite are refused. Before each step: a loss that is NaN, infinite or 1000 times
+    its scale (the larger of its first value and the loss of guessing) has diverged; a first loss
+    far above ln C, that of an untrained network with C classes, means outputs that start huge.
+    Every 100 steps: a loss that fell no further over the last 100 steps and is no better than
+    guessing, with an accuracy near chance, means the network learns nothing."""
 
     def __init__(self, model, optimizer, X, y, loss_fn):
+        bad = ~np.isfinite(X.reshape(len(X), -1)).all(axis=1)
+        if bad.any():
+            raise ValueError(f"fit: {bad.sum()} samples of X hold NaN or infinite numbers (the "
+                             f"first is X[{bad.argmax()}]): every loss would be NaN; fix or drop "
+                             f"them")
         self.model = model
         self.optimizer = optimizer
         self.guessing = _guessing_loss(loss_fn, y)
-        self.untrained = np.log(y.max() + 1) if loss_fn is cross_entropy else None  # outputs all ~0
-        self.chance = np.bincount(y).max() / len(y) if _is_classification(y) else None
+        self.chance = None
+        self.untrained = None  # ln C: the loss of outputs all about 0, which small weights give
+        if _is_classes(y):
+            self.chance = np.bincount(y).max() / len(y)
+            self.untrained = np.log(y.max() + 1) if loss_fn is cross_entropy else None
         self.inputs = (X.min(), X.max())
         self.first = None
+        self.huge_start = None  # the likely cause of outputs that started huge
         self.peak = (0, 0, 0)  # the largest loss so far, its epoch and its step
         self.steps = 0
         self.recent = collections.deque(maxlen=200)  # (loss, accuracy) of the last 200 steps
@@ -1089,21 +1147,24 @@ class _Watch:
         """Stop if the loss diverged; at the first step, warn if it starts huge."""
         if self.first is None:
             self.first = loss
-            if self._huge_start():
+            self.huge_start = self._huge_start()
+            if self.huge_start:
                 times = loss / self.untrained
                 warnings.warn(f"the first loss, {loss:.4g}, is {times:.0f} times ln C = "
                               f"{self.untrained:.4g}, that of an untrained network: the outputs "
-                              f"start huge. {self._huge_start()}", RuntimeWarning, stacklevel=3)
+                              f"start huge. {self.huge_start}", RuntimeWarning, stacklevel=3)
         scale = max(self.first, self.guessing or 0)  # so that a nearly perfect start is no scale
-        if not np.isfinite(loss) or loss > 1000 * scale:
-            lr = self.optimizer.lr
-            cause = (f"The learning rate lr={lr:g} is the likely cause: try a smaller one, such as "
-                     f"lr={lr / 10:g}.")
-            raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: the loss is "
-                                  f"{loss:.4g}, over 1000 times {scale:.4g}, the larger of its "
-                                  f"start and the loss of guessing.\n  "
-                                  f"{self._huge_start() or cause}")
-        self.peak = max(self.peak, (loss, epoch, step))
+        if np.isfinite(loss) and (scale <= 0 or loss <= 1000 * scale):
+            self.peak = max(self.peak, (loss, epoch, step))
+            return
+        seen = f"the loss is {loss:.4g}"
+        if np.isfinite(loss):
+            seen += f", over 1000 times {scale:.4g}, the larger of its start and of guessing"
+        lr = self.optimizer.lr
+        cause = (f"The learning rate lr={lr:g} is the likely cause: try a smaller one, such as "
+                 f"lr={lr / 10:g}.")
+        raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: {seen}.\n  "
+                              f"{self.huge_start or cause}")
 
     def _huge_start(self):
         """The likely cause of outputs that started huge; None if they did not."""
@@ -1117,32 +1178,39 @@ class _Watch:
                 f"initial weights (a custom initialization?), or a model trained on other targets.")
 
     def after_step(self, loss, accuracy, epoch, step):
-        """Every 100 steps, stop if over the last 200 the loss stayed at guessing and the accuracy
-        near chance. loss is this step's, whose graph holds the units' outputs."""
+        """Every 100 steps, stop if the loss fell no further over the last 100 steps, stayed at
+        guessing, and the accuracy near chance. loss is this step's: its graph holds the units."""
         self.steps += 1
         self.recent.append((loss.item(), accuracy))
-        if self.guessing is None or self.chance is None or self.steps % 100 or self.steps < 200:
+        if None in (self.guessing, self.chance, accuracy) or self.steps % 100 or self.steps < 200:
             return
-        mean_loss, mean_accuracy = np.mean(self.recent, axis=0)
+        losses, accuracies = np.array(self.recent).T
+        loss_now = np.median(losses[100:])  # of the last 100 steps: a spike does not move it much
+        mean_accuracy = accuracies[100:].mean()
         moved = max(np.linalg.norm(p.data - w) / (np.linalg.norm(w) or 1)
                     for p, w in zip(self.model.parameters(), self.weights))
         self.weights = [p.data.copy() for p in self.model.parameters()]
-        if mean_loss < 0.97 * self.guessing or mean_accuracy > self.chance + 0.05:
+        still_falling = loss_now < 0.99 * np.median(losses[:100])  # than in the 100 steps before
+        if still_falling or loss_now < 0.97 * self.guessing or mean_accuracy > self.chance + 0.05:
             return
         raise NotLearningError(
             f"training stopped at epoch {epoch}, step {step}: the network learns nothing.\n"
-            f"  Seen: over the last 200 steps the loss averaged {mean_loss:.4g}, no better than "
-            f"{self.guessing:.4g}, that of guessing from the class frequencies alone (ln C for C "
-            f"equal classes), and the accuracy was {mean_accuracy:.1%}, near chance "
-            f"({self.chance:.1%}).\n"
-            f"  {self._huge_start() or self._not_learning_cause(loss, moved)}")
+            f"  Seen: over the last 100 steps the median loss was {loss_now:.4g}, no lower than "
+            f"before and no better than {self.guessing:.4g}, the loss of guessing from the class "
+            f"frequencies alone (ln C for C equal classes), and the accuracy was "
+            f"{mean_accuracy:.1%}, near chance ({self.chance:.1%}).\n"
+            f"  {self.huge_start or self._not_learning_cause(loss, moved)}")
 
     def _not_learning_cause(self, loss, moved):
         """The likely cause of a network that learns nothing, with the evidence of the model: dead
         units, or weights that hardly move (moved: the largest relative change in 100 steps)."""
         lr = self.optimizer.lr
-        dead = [f"{'all' if count == units else f'{count} of the'} {units} units after {layer}"
-                for layer, count, units in _dead_units(loss, self.model) if count >= units / 2]
+        dead = []
+        for layer, count, units in _dead_units(loss, self.model):
+            if count == units:
+                dead.append(f"all {units} units after {layer}")
+            elif count >= units / 2:
+                dead.append(f"{count} of the {units} units after {layer}")
         if dead:
             peak, epoch, step = self.peak
             return (f"The likely cause: the learning rate lr={lr:g} is too large. In the last "
@@ -1174,26 +1242,26 @@ def _dead_units(loss, model):
 
 def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_fn=None, rng=None,
         verbose=True, check=True):
-    """Train on mini-batches of (X, y); return the history, a dict per epoch (accuracies only if y
-    holds class indices). Unless check=False, a run that diverges or learns nothing stops with
-    DivergenceError or NotLearningError, which say what was seen and what to try (see _Watch).
+    """Train on mini-batches of (X, y); return the history, a dict per epoch (with accuracies where
+    they mean something: see _correct). Unless check=False, a run that diverges or learns nothing
+    stops with DivergenceError or NotLearningError, which say what was seen and what to try.
     >>> X, y = np.array([[-1.], [1.]] * 32), np.array([0, 1] * 32)
-    >>> manual_seed(0); model = Linear(1, 2)
+    >>> manual_seed(0)
+    >>> model = Linear(1, 2)
     >>> fit(model, SGD(model.parameters(), lr=0.5), X, y, epochs=5, verbose=False)[-1]["train_acc"]
     1.0"""
     loss_fn = loss_fn or cross_entropy
     rng = _rng if rng is None else np.random.default_rng(rng)
     X, y = _dataset(X, y)
-    classification = _is_classification(y)
     watch = _Watch(model, optimizer, X, y, loss_fn) if check else None
     history = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         total_loss = 0.0  # the sum of the losses of the samples seen so far in this epoch
-        correct = 0
+        correct = 0  # None if accuracy means nothing here (see _correct)
         model.train()
         epoch_batches = batches(X, y, batch_size, rng=rng)
-        steps = -(-len(X) // batch_size)  # batches an epoch, rounded up
+        steps = math.ceil(len(X) / batch_size)
         for step, (xb, yb) in enumerate(epoch_batches, 1):
             output = model(Tensor(xb, copy=False))  # a batch is a new array: no need to copy it
             loss = loss_fn(output, yb)
@@ -1203,17 +1271,17 @@ def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_f
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            right = int((output.data.argmax(axis=1) == yb).sum()) if classification else 0
+            right = _correct(output, yb)
             if watch:
-                watch.after_step(loss, right / len(xb), epoch, step)
+                watch.after_step(loss, None if right is None else right / len(xb), epoch, step)
             total_loss += value * len(xb)
-            correct += right
+            correct = None if right is None else correct + right
             if verbose and (step % max(1, steps // 50) == 0 or step == steps):  # 50 times an epoch
                 seen = min(step * batch_size, len(X))
                 print(f"\repoch {epoch}/{epochs} batch {step}/{steps} loss {total_loss / seen:.4f}",
                       end="", flush=True)
         record = {"epoch": epoch, "train_loss": total_loss / len(X)}
-        if classification:
+        if correct is not None:
             record["train_acc"] = correct / len(X)
         if validation is not None:
             val_loss, val_acc = evaluate(model, *validation, loss_fn=loss_fn)
@@ -1242,7 +1310,9 @@ def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=
     (rates, losses, suggestion): the losses smoothed over recent steps, and a tenth of the rate
     where they were lowest, a rate that still makes progress but stays clear of the explosion.
     >>> X, y = np.array([[-1.], [1.]] * 32), np.array([0, 1] * 32)
-    >>> manual_seed(0); model = Linear(1, 2); before = model.weight.data.copy()
+    >>> manual_seed(0)
+    >>> model = Linear(1, 2)
+    >>> before = model.weight.data.copy()
     >>> rates, losses, suggestion = lr_find(model, SGD(model, lr=0.1), X, y, steps=60)
     >>> len(rates) == len(losses), bool((model.weight.data == before).all())   # weights put back
     (True, True)"""
@@ -1250,7 +1320,8 @@ def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=
     X, y = _dataset(X, y)
     weights = model.state_dict()
     grads = [parameter.grad for parameter in model.parameters()]
-    optimizer_state = copy.deepcopy({k: v for k, v in vars(optimizer).items() if k != "params"})
+    optimizer_state = {k: v for k, v in vars(optimizer).items() if k != "params"}
+    optimizer_state = copy.deepcopy(optimizer_state, {id(p): p for p in optimizer.params})
     random_state = _rng.bit_generator.state
     rates = start * (end / start) ** np.linspace(0, 1, steps)
     losses = []
@@ -1273,4 +1344,9 @@ def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=
         vars(optimizer).update(optimizer_state)
         _rng.bit_generator.state = random_state
     losses = np.array(losses)
-    return rates[:len(losses)], losses, rates[np.nanargmin(losses)] / 10
+    finite = np.isfinite(losses)  # the last loss, where it exploded, may be NaN or infinite
+    if not finite.any():
+        raise ValueError("lr_find: every loss was NaN or infinite; check the inputs and the model")
+    rates = rates[:len(losses)][finite]
+    losses = losses[finite]
+    return rates, losses, rates[losses.argmin()] / 10

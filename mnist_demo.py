@@ -148,7 +148,9 @@ def download(name, data_dir, mirrors, dataset):
         remove_empty(made)
         raise DataError(f"{name} is not in {data_dir} and cannot be downloaded there ({error}).\n"
                         f"  Choose a writable folder with --data-dir, or put the file there yourself.") from None
-    failures, network_failed, saved = [], False, False
+    failures = []
+    network_failed = False
+    saved = False
     try:
         with part:
             for url in [mirror.rstrip("/") + "/" + name for mirror in mirrors]:
@@ -265,15 +267,14 @@ def make_model(name):
 
 def show_graph(model, images, labels):
     """Print the graph that one training step records: the model's output for these images, the loss,
-    and the gradient that backward() sends to each parameter. The weights are left as they were."""
+    and the gradient that backward() sends to each parameter (a model of its own, thrown away after)."""
     loss = cross_entropy(model(Tensor(images)), labels)
     loss.backward()
     print(f"The graph of one training step on {len(images)} images, in the order backward() walks it: from "
           f"the loss back to the weights.\nEach line is a tensor: #n its number, the op that made it and the "
           f"numbers of the op's inputs, or a leaf (the images, a Dropout mask) or a parameter.")
-    print(loss.graph(dict(model.named_parameters())))
+    print(loss.graph(model))
     print()
-    model.zero_grad()
 
 
 def text_plot(rates, losses, suggestion, width=64, height=10):
@@ -556,7 +557,8 @@ def run(args):
     if args.find_lr:  # lr_find puts the model and the random numbers back: training starts as without it
         lr_curve = find_lr(model, optimizer, train_images, train_labels, args.batch_size)
         if not args.lr_given:
-            optimizer.lr = args.lr = lr_curve[2]
+            args.lr = lr_curve[2]
+            optimizer.lr = args.lr
     epochs = f"{args.epochs} epoch" + "s" * (args.epochs > 1)
     print(f"Training the {args.model.upper()} on {len(train_images):,} {args.dataset} images for {epochs} (Adam, "
           f"lr {args.lr:g}, batches of {args.batch_size}); validation: the {len(test_images):,} test images")

@@ -1945,6 +1945,137 @@ def test_the_guessing_loss_is_the_entropy_of_the_classes_or_the_variance_of_the_
     assert mg._guessing_loss(mg.mse_loss, np.array([1.0, 3.0])) == pytest.approx(1.0)
 
 
+def test_accuracy_is_reported_only_where_the_output_is_a_score_per_class():
+    X, y = blobs(256, seed=0, classes=2)
+    model = mg.Sequential(mg.Linear(2, 1), mg.Sigmoid())  # one output for two classes
+
+    def binary_cross_entropy(p, targets):
+        t = np.asarray(targets, np.float32)[:, None]
+        return -(p.log() * t + (1 - p).log() * (1 - t)).mean()
+    history = mg.fit(model, mg.SGD(model, lr=0.3), X, y, epochs=2, loss_fn=binary_cross_entropy,
+                     validation=(X, y), verbose=False)
+    assert "train_acc" not in history[-1] and "val_acc" not in history[-1]  # an argmax of 1 column
+    assert mg.evaluate(model, X, y, loss_fn=binary_cross_entropy)[1] is None
+
+
+@pytest.mark.parametrize("targets, fragment", [
+    (lambda y: Tensor(y), "integer class indices"), (lambda y: y - 1, "target -1"),
+    (lambda y: y[:, None], "one class index per row")], ids=["float32 Tensor", "negative", "column"])
+def test_wrong_targets_get_cross_entropys_message_not_numpys(targets, fragment):
+    X, y = blobs(64, seed=0)
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        mg.fit(mlp(), mg.SGD(mlp().parameters(), lr=0.1), X, targets(y), verbose=False)
+
+
+def test_inputs_that_are_nan_or_infinite_are_named_before_training():
+    X, y = blobs(64, seed=0)
+    X[5, 1] = np.nan
+    X[9, 0] = np.inf
+    model = mlp()
+    before = model.state_dict()
+    with pytest.raises(ValueError) as info:
+        mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, verbose=False)
+    assert_mentions(str(info.value), "2 samples of X", "NaN or infinite", "X[5]")
+    assert_unchanged(model, before)
+
+
+def test_a_healthy_run_on_imbalanced_classes_is_not_stopped():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16000, 3)).astype(np.float32)
+    y = (X[:, 0] > 1.7).astype(np.int64)  # about 4.5% positives: chance is 95.5%
+    mg.manual_seed(0)
+    model = mg.Sequential(mg.Linear(3, 16), mg.ReLU(), mg.Linear(16, 2))
+    history = mg.fit(model, mg.Adam(model.parameters(), lr=1e-3), X, y, epochs=3, batch_size=64,
+                     verbose=False)  # judged 7 times, while its loss still falls towards guessing's
+    assert history[-1]["train_loss"] < mg._guessing_loss(mg.cross_entropy, y)  # then it learned
+
+
+def test_one_class_or_a_loss_below_zero_raise_no_false_alarm():
+    X, _ = blobs(256, seed=0)
+    model = mlp()
+    mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, np.zeros(256, np.int64), epochs=120, batch_size=64,
+           verbose=False)  # one class: nothing to learn, and no loss below 0
+    line = mg.Linear(2, 1)
+    target = (X @ np.array([[1.0], [2.0]], np.float32))
+    mg.fit(line, mg.SGD(line, lr=1e-3), X, target, epochs=3, verbose=False,
+           loss_fn=lambda output, t: mg.mse_loss(output, t) - 20)  # starts below 0
+
+
+def test_a_closure_that_returns_a_tensor_is_named():
+    def mymul(a, b):
+        return Tensor.from_op(a.data * b.data, (a, b), lambda g: (g * b, g * a))  # b, not b.data
+    a, b = Tensor([1.0, 2.0], requires_grad=True), Tensor([3.0, 4.0], requires_grad=True)
+    with pytest.raises(TypeError, match=r"backward of mymul: returned a Tensor.*b\.data"):
+        mymul(a, b).sum().backward()
+
+
+def test_parameters_in_a_list_are_learned_and_saved():
+    class Weights(mg.Module):
+        def __init__(self):
+            self.ws = [mg.Parameter(np.ones(2)), mg.Parameter(np.zeros(2))]
+
+        def forward(self, x):
+            return x * self.ws[0] + self.ws[1]
+    model = Weights()
+    assert list(model.state_dict()) == ["ws.0", "ws.1"]
+    assert mg.SGD(model.parameters(), lr=0.1).params == model.ws
+
+
+def test_load_state_dict_copies_into_the_parameters_arrays_as_pytorch():
+    model = mg.Linear(2, 2)
+    array = model.weight.data
+    model.load_state_dict({"weight": np.full((2, 2), 3.0), "bias": np.zeros(2)})
+    assert (array == 3).all() and model.weight.data is array
+
+
+def test_lr_find_keeps_an_optimizers_state_keyed_by_parameter_and_names_nan_inputs():
+    class Momentum(mg.SGD):  # PyTorch style: state in a dict keyed by the parameter
+        def __init__(self, params, lr):
+            super().__init__(params, lr, momentum=0.9)
+            self.state = {p: 0 for p in self.params}
+
+        def update(self, i, w, g):
+            self.state[self.params[i]] += 1
+            super().update(i, w, g)
+    X, y = blobs(64, seed=0)
+    model = mlp()
+    optimizer = Momentum(model.parameters(), lr=0.1)
+    mg.lr_find(model, optimizer, X, y, steps=20, batch_size=16)
+    mg.fit(model, optimizer, X, y, verbose=False)  # no KeyError: the same parameters are the keys
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="every loss was NaN"):
+        mg.lr_find(model, optimizer, X, y, steps=20, batch_size=64)
+
+
+def test_conv_and_pool_arguments_that_do_not_fit_are_named():
+    x = Tensor(signed((1, 2, 5, 5)))
+    assert mg.conv2d(x, signed((3, 2, 3, 3)), signed(3)).shape == (1, 3, 3, 3)  # numpy weight and bias
+    with pytest.raises(mg.ShapeError, match=r"conv2d: weight \(3, 2, 3\) should be \(out, in, kh, kw\)"):
+        mg.conv2d(x, signed((3, 2, 3)))
+    with pytest.raises(TypeError, match="square kernels only"):
+        mg.Conv2d(2, 3, (3, 3))
+    with pytest.raises(mg.ShapeError, match=re.escape("kernel_size=(2, 2)")):
+        mg.MaxPool2d((2, 2))(x)
+    with pytest.raises(TypeError, match="exponent must be a number"):
+        x ** np.array([2.0, 3.0])
+
+
+def test_graph_takes_a_model_for_the_names_of_its_parameters():
+    model = mg.Linear(2, 1)
+    loss = model(Tensor([[1.0, 2.0]])).sum()
+    assert " weight " in loss.graph(model) and loss.graph(model) == loss.graph(dict(model.named_parameters()))
+
+
+def test_a_frozen_weight_gets_no_gradient_computed():
+    layer, conv = mg.Linear(3, 2), mg.Conv2d(1, 2, 3)
+    layer.weight.requires_grad = False
+    conv.weight.requires_grad = False
+    layer(Tensor(signed((4, 3)))).sum().backward()
+    conv(Tensor(signed((1, 1, 4, 4)))).sum().backward()
+    assert layer.weight.grad is None and conv.weight.grad is None
+    assert layer.bias.grad is not None and conv.bias.grad is not None
+
+
 # ---- lr_find ----
 
 def lr_find_run(model_and_optimizer, X, y):
