@@ -221,9 +221,10 @@ class Tensor:
             raise TypeError(f"backward of {self.op}: returned {got}, not a tuple of "
                             f"{len(self._parents)}, one gradient (or None) per input; for one "
                             f"input, mind the comma: lambda g: (g * 2,)")
-        if any(isinstance(grad, Tensor) for grad in grads):
-            raise TypeError(f"backward of {self.op}: returned a Tensor; return arrays (b.data, "
-                            f"not b)")
+        for grad in grads:
+            if isinstance(grad, Tensor):
+                raise TypeError(f"backward of {self.op}: returned a Tensor; return arrays "
+                                f"(b.data, not b)")
         return grads
 
     def _summed_to_input(self, parent, grad):
