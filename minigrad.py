@@ -153,9 +153,11 @@ class Tensor:
         on. A one-element tensor (a loss) needs no grad; .grad accumulates, as in PyTorch.
         >>> x = Tensor([3.], requires_grad=True)
         >>> y = Tensor.from_op(x.data ** 2, (x,), lambda g: (g * 2 * x.data,), "square")
-        >>> y.backward(); x.grad   # grad x = g 2x, with g = dy/dy = 1
+        >>> y.backward()
+        >>> x.grad   # grad x = g 2x, with g = dy/dy = 1
         array([6.], dtype=float32)
-        >>> y.backward(); x.grad   # a second backward() adds to .grad
+        >>> y.backward()
+        >>> x.grad   # a second backward() adds to .grad
         array([12.], dtype=float32)"""
         if not self.requires_grad:
             raise RuntimeError("backward: no input of this tensor had requires_grad=True "
@@ -751,8 +753,10 @@ _rng = np.random.default_rng()  # draws initial weights, Dropout masks, and batc
 
 def manual_seed(seed):
     """Seed initialization, Dropout and shuffling, so that a run can be repeated exactly.
-    >>> manual_seed(0); first = _rng.random()
-    >>> manual_seed(0); _rng.random() == first
+    >>> manual_seed(0)
+    >>> first = _rng.random()
+    >>> manual_seed(0)
+    >>> _rng.random() == first
     True"""
     _rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
 
@@ -1123,8 +1127,9 @@ class _Watch:
     guessing, with an accuracy near chance, means the network learns nothing."""
 
     def __init__(self, model, optimizer, X, y, loss_fn):
-        bad = ~np.isfinite(X.reshape(len(X), -1)).all(axis=1)
-        if bad.any():
+        low, high = X.min(), X.max()  # NaN if any number is NaN, infinite if any is
+        if not (np.isfinite(low) and np.isfinite(high)):
+            bad = ~np.isfinite(X.reshape(len(X), -1)).all(axis=1)
             raise ValueError(f"fit: {bad.sum()} samples of X hold NaN or infinite numbers (the "
                              f"first is X[{bad.argmax()}]): every loss would be NaN; fix or drop "
                              f"them")
@@ -1136,7 +1141,7 @@ class _Watch:
         if _is_classes(y):
             self.chance = np.bincount(y).max() / len(y)
             self.untrained = np.log(y.max() + 1) if loss_fn is cross_entropy else None
-        self.inputs = (X.min(), X.max())
+        self.inputs = (low, high)
         self.first = None
         self.huge_start = None  # the likely cause of outputs that started huge
         self.peak = (0, 0, 0)  # the largest loss so far, its epoch and its step

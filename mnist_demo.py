@@ -280,8 +280,10 @@ def show_graph(model, images, labels):
 def text_plot(rates, losses, suggestion, width=64, height=10):
     """The learning-rate range test as lines of text: the smoothed loss (rows) against the learning
     rate on a log scale (columns), the suggested rate marked with a | in the bottom line."""
+    span = np.log10(rates[-1] / rates[0]) or 1  # (1 for a curve of one point)
+
     def column(rate):  # log scale, from the first rate to the last
-        return np.round((np.log10(rate) - np.log10(rates[0])) / np.log10(rates[-1] / rates[0]) * (width - 1))
+        return np.round((np.log10(rate) - np.log10(rates[0])) / span * (width - 1))
 
     top, bottom = losses.max(), losses.min()
     row = np.round((top - losses) / (top - bottom or 1) * (height - 1)).astype(int)

@@ -2643,6 +2643,11 @@ def test_find_lr_prints_the_range_test_then_trains_with_its_suggestion(model, tm
     assert "suggested" in out and "(Adam, lr 0.005, batches of 20)" in out
 
 
+def test_the_text_plot_of_a_curve_that_exploded_at_once_still_draws_its_one_point():
+    lines = demo.text_plot(np.array([1e-7]), np.array([2.3]), 1e-8)
+    assert sum("*" in line for line in lines) == 1 and any(line.endswith("+|") for line in lines)
+
+
 def test_a_network_that_learns_nothing_ends_the_demo_with_one_clear_message(capsys):
     if not (FASHION / "train-labels-idx1-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist (.ci/run does)")
