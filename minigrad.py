@@ -13,15 +13,14 @@ numbers with gradients(), which first checks it against finite differences (grad
 import collections
 import contextlib
 import copy
-import itertools
 import math
+import numbers
 import time
 import warnings
 
 import numpy as np
 
 _grad_enabled = True  # no_grad() switches it off: ops then record no graph
-_created = itertools.count()  # numbers the tensors in the order they are made
 
 class ShapeError(ValueError):
     """Shapes that do not fit; its message names the op, the shapes and the layer."""
@@ -41,14 +40,19 @@ def _log_softmax(data, axis):
     shifted = data - data.max(axis=axis, keepdims=True)  # the same result, and no e^x can overflow
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
-def _tensor(x, dtype=None):
+def _tensor(x, dtype=None, op="Tensor"):
     """x as a Tensor: a number or an array becomes a constant (the 2 in a * 2), in dtype if that is
     a floating one, so that a float32 tensor times a float64 array stays float32."""
     if isinstance(x, Tensor):
         return x
+    _check_numbers(x, op)
     if dtype is not None and dtype.kind != "f":
         dtype = None  # an integer tensor times 0.5 gives 0.5s, as in numpy, not 0s
     return Tensor(x, dtype=dtype, copy=False)
+
+def _numpy(x):
+    """x as a numpy array: a Tensor's own array, or a list or an array as numpy reads it."""
+    return np.asarray(x.data if isinstance(x, Tensor) else x)
 
 def _brief(array):
     """An array in a few characters: its numbers if there are at most 4, else its norm."""
@@ -60,23 +64,26 @@ class Tensor:
     """An array that remembers the op and inputs it was computed from, so that gradients flow back.
     Lists, numbers and integer arrays become float32; a numpy array of floats keeps its dtype."""
     __array_ufunc__ = None  # makes numpy leave `array * tensor` to Tensor.__rmul__
+    _version = 0  # how often an optimizer or load_state_dict changed .data in place
 
     def __init__(self, data, requires_grad=False, dtype=None, copy=True):
         """data: a number, a list or an array; copied, as torch.tensor does, so that changing one
         changes nothing else. copy=False shares an array's memory when it needs no conversion."""
         data = data.data if isinstance(data, Tensor) else data
+        _check_numbers(data, "Tensor")
         floating = isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind == "f"
         if dtype is None and not floating:
             dtype = np.float32  # as PyTorch's default dtype
         self.data = np.array(data, dtype=dtype) if copy else np.asarray(data, dtype=dtype)
         self.requires_grad = requires_grad
+        if requires_grad:
+            _check_can_require_grad(self)
         self.grad = None
         # How it was computed: the op's name, its inputs, and the closure from g to their gradients.
         # A leaf (made by hand, or in no_grad) has none of them.
         self.op = None
         self._parents = ()
         self._backward = None
-        self._number = next(_created)  # an op's result is made after its inputs: a larger number
 
     def __repr__(self):
         """Its numbers (summarized if many), and the op that made it or whether it requires grad.
@@ -115,6 +122,7 @@ class Tensor:
             out.op = name
             out._parents = parents
             out._backward = backward
+            out._versions = [parent._version for parent in parents]  # for _check_unchanged
         return out
 
     @property
@@ -133,7 +141,38 @@ class Tensor:
         """The number in a one-element tensor.
         >>> Tensor([[2.5]]).item()
         2.5"""
+        _check_one_number(self, "item")
         return self.data.item()
+
+    def __float__(self):  # float(loss), as in PyTorch: a one-element tensor is a number
+        _check_one_number(self, "float")
+        return float(self.data.item())
+
+    def __bool__(self):  # `if t:` means the value, for one element; more are ambiguous
+        _check_one_number(self, "bool")
+        return bool(self.data.item())
+
+    def __format__(self, spec):  # f"{loss:.3f}" formats the number; f"{t}" shows the tensor
+        if not spec:
+            return str(self)
+        _check_one_number(self, "format")
+        return format(self.data.item(), spec)
+
+    def _compare(self, other, name, ufunc):
+        """==, <, ... elementwise, as in PyTorch: a tensor of bools, which has no gradient."""
+        other = _tensor(other, self.dtype, name)
+        try:
+            return Tensor(ufunc(self.data, other.data), dtype=bool, copy=False)
+        except ValueError:
+            raise _broadcast_error(name, self.shape, other.shape) from None
+
+    __eq__ = lambda self, other: self._compare(other, "eq", np.equal)
+    __ne__ = lambda self, other: self._compare(other, "ne", np.not_equal)
+    __lt__ = lambda self, other: self._compare(other, "lt", np.less)
+    __le__ = lambda self, other: self._compare(other, "le", np.less_equal)
+    __gt__ = lambda self, other: self._compare(other, "gt", np.greater)
+    __ge__ = lambda self, other: self._compare(other, "ge", np.greater_equal)
+    __hash__ = object.__hash__  # a tensor stays a dict key, by identity, as backward() needs
 
     def numpy(self):
         """The numpy array behind the tensor (not a copy).
@@ -180,6 +219,7 @@ class Tensor:
             if node._backward is None:  # a leaf: every path to it is done, its gradient complete
                 node._accumulate(g, kept)
                 continue
+            _check_unchanged(node)  # its inputs hold the values it computed from
             for parent, parent_grad in zip(node._parents, node._call_backward(g)):
                 if parent_grad is None or not parent.requires_grad:
                     continue
@@ -191,17 +231,22 @@ class Tensor:
                     grads[parent] = parent_grad
 
     def _graph_order(self):
-        """self and every tensor it was computed from, each before its inputs: newest first, as an
-        op's result is made after its inputs. backward() walks them in this order: the gradient of a
-        tensor is complete, summed over every path from self, before it goes on to its inputs."""
-        found = set()
-        stack = [self]
-        while stack:  # every tensor reachable from self through the recorded inputs
-            node = stack.pop()
-            if node not in found:
-                found.add(node)
-                stack.extend(node._parents)
-        return sorted(found, key=lambda tensor: tensor._number, reverse=True)
+        """self and every tensor it was computed from, each before its inputs (a topological order),
+        found by the graph alone: a depth-first walk lists a tensor once all its inputs are listed,
+        and the list reversed puts it before them. backward() walks them in this order, so that the
+        gradient of a tensor is complete, summed over every path from self, before it moves on."""
+        order = []
+        seen = set()
+        stack = [(self, False)]
+        while stack:  # an explicit stack, not recursion: a long graph would exceed Python's limit
+            node, inputs_listed = stack.pop()
+            if inputs_listed:
+                order.append(node)
+            elif node not in seen:
+                seen.add(node)
+                stack.append((node, True))  # listed after its inputs, pushed above it next
+                stack.extend((parent, False) for parent in node._parents)
+        return order[::-1]
 
     def _call_backward(self, g):
         """This op's closure applied to g, which it gets read-only (a closure that changed g in
@@ -230,10 +275,12 @@ class Tensor:
         return grads
 
     def _summed_to_input(self, parent, grad):
-        """grad, which this op's closure returned for parent, summed back to parent's shape."""
-        summed = _unbroadcast(np.asarray(grad), parent.shape)
-        if summed.shape != parent.shape:
-            k = self._parents.index(parent)
+        """grad, which this op's closure returned for parent, summed back to parent's shape: only a
+        gradient of the output's shape, for an input broadcast to it, may be summed."""
+        grad = np.asarray(grad)
+        summed = _unbroadcast(grad, parent.shape)
+        if grad.shape != self.shape or summed.shape != parent.shape:
+            k = next(k for k, input_ in enumerate(self._parents) if input_ is parent)
             raise ShapeError(f"backward of {self.op}: input {k} has shape {parent.shape}, but its "
                              f"gradient came back with shape {np.shape(grad)}; it must have the "
                              f"input's shape (or the output's, {self.shape}, if the input was "
@@ -245,7 +292,9 @@ class Tensor:
         layer's weight is, becomes .grad itself: copying it adds 16% to a step of benchmark W1."""
         if self.grad is not None:
             self.grad += g  # gradients accumulate, as in PyTorch, until zero_grad()
-        elif g.base is None and g.flags.writeable and g.dtype == self.dtype and id(g) not in kept:
+            return
+        _check_can_require_grad(self)
+        if g.base is None and g.flags.writeable and g.dtype == self.dtype and id(g) not in kept:
             self.grad = g
             kept.add(id(g))
         else:
@@ -302,16 +351,12 @@ class Tensor:
     def _binary(self, other, name, ufunc, backward):
         """What +, -, *, / share: data = ufunc(a, b), broadcast as numpy does (or an error naming
         the op and the sizes that do not fit), recorded with the closure g -> backward(g, a, b)."""
-        other = _tensor(other, self.dtype)
+        other = _tensor(other, self.dtype, name)
         a, b = self.data, other.data
         try:
             data = ufunc(a, b)
-        except ValueError:  # name the op, both shapes, and the first sizes that cannot broadcast
-            pairs = zip(self.shape[::-1], other.shape[::-1])
-            m, n = next((m, n) for m, n in pairs if m != n and 1 not in (m, n))
-            message = (f"{name}: shapes {self.shape} and {other.shape} do not broadcast: aligned "
-                       f"from the right, sizes {m} and {n} differ and neither is 1")
-            raise ShapeError(message) from None
+        except ValueError:
+            raise _broadcast_error(name, self.shape, other.shape) from None
         return Tensor.from_op(data, (self, other), lambda g: backward(g, a, b), name)
 
     def __add__(self, other):
@@ -360,6 +405,7 @@ class Tensor:
         if np.ndim(exponent) != 0 or isinstance(exponent, Tensor):
             raise TypeError(f"pow: the exponent must be a number, not a {type(exponent).__name__}; "
                             f"for a tensor b, a ** b is (b * a.log()).exp()")
+        exponent = np.asarray(exponent).item()  # a Python number, which leaves float32 float32
         data = self.data ** exponent
         if exponent == 0:
             slope = 0  # a^0 = 1 has slope 0, even at a = 0, where p a^(p-1) would be 0 * inf
@@ -373,7 +419,7 @@ class Tensor:
         >>> gradients(lambda a, b: a @ b, [[1., 2.]], [[3.], [4.]])
         [array([[3., 4.]], dtype=float32), array([[1.],
                [2.]], dtype=float32)]"""
-        other = _tensor(other, self.dtype)
+        other = _tensor(other, self.dtype, "matmul")
         a, b = self.data, other.data
         if min(a.ndim, b.ndim) < 2:
             raise ShapeError(f"matmul: {a.shape} @ {b.shape}: each needs 2 or more axes; make a "
@@ -386,9 +432,9 @@ class Tensor:
         except ValueError:
             raise ShapeError(f"matmul: {a.shape} @ {b.shape}: batch axes differ") from None
 
-        def backward(g):  # no product for an input that needs no gradient
-            grad_a = g @ b.swapaxes(-1, -2) if self.requires_grad else None
-            grad_b = a.swapaxes(-1, -2) @ g if other.requires_grad else None
+        def backward(g):  # no product for an input that needs no gradient; batch axes summed back
+            grad_a = _unbroadcast(g @ b.swapaxes(-1, -2), a.shape) if self.requires_grad else None
+            grad_b = _unbroadcast(a.swapaxes(-1, -2) @ g, b.shape) if other.requires_grad else None
             return grad_a, grad_b
         return Tensor.from_op(data, (self, other), backward, "matmul")
 
@@ -472,12 +518,13 @@ class Tensor:
         >>> gradients(lambda a: a[[0, 0, 2]], [10., 20., 30.])   # a[0] was taken twice
         [array([2., 0., 1.], dtype=float32)]"""
         a = self.data
+        data, index = _checked_index(a, index)  # x[Tensor(i)] indexes by i's numbers
 
         def backward(g):
             grad = np.zeros_like(a)
             np.add.at(grad, index, g)  # unlike grad[index] += g, adds g for each repeat of an index
             return (grad,)
-        return Tensor.from_op(a[index], (self,), backward, "getitem")
+        return Tensor.from_op(data, (self,), backward, "getitem")
 
     # ---- elementwise functions ----
     def exp(self):
@@ -547,25 +594,26 @@ class Tensor:
         >>> loss = ((w * x + b) - y) ** 2
         >>> print(loss.graph({"w": w, "b": b, "x": x, "y": y}))
         #1 pow(#2)      (1,)  [9.]
-        #2 sub(#3, #5)  (1,)  [-3.]
+        #2 sub(#3, #8)  (1,)  [-3.]
         #3 add(#4, #7)  (1,)  [7.]
-        #4 mul(#8, #6)  (1,)  [6.]
-        #5 y            (1,)  [10.]
+        #4 mul(#5, #6)  (1,)  [6.]
+        #5 w            (1,)  [2.]   requires_grad
         #6 x            (1,)  [3.]
         #7 b            (1,)  [1.]   requires_grad
-        #8 w            (1,)  [2.]   requires_grad
+        #8 y            (1,)  [10.]
         >>> loss.backward()
         >>> print(loss.graph({"w": w, "b": b, "x": x, "y": y}))
         #1 pow(#2)      (1,)  [9.]
-        #2 sub(#3, #5)  (1,)  [-3.]
+        #2 sub(#3, #8)  (1,)  [-3.]
         #3 add(#4, #7)  (1,)  [7.]
-        #4 mul(#8, #6)  (1,)  [6.]
-        #5 y            (1,)  [10.]
+        #4 mul(#5, #6)  (1,)  [6.]
+        #5 w            (1,)  [2.]   grad [-18.]
         #6 x            (1,)  [3.]
         #7 b            (1,)  [1.]   grad [-6.]
-        #8 w            (1,)  [2.]   grad [-18.]"""
+        #8 y            (1,)  [10.]"""
         if hasattr(params, "named_parameters"):  # graph(model) names its parameters too
             params = params.named_parameters()
+        _check_graph_names(params)
         names = {tensor: name for name, tensor in dict(params or {}).items()}
         nodes = self._graph_order()
         number = {node: f"#{i}" for i, node in enumerate(nodes, 1)}
@@ -627,10 +675,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if x.ndim != 4 or x.shape[1] != channels or wrong_bias:
         raise ShapeError(f"conv2d: input {x.shape} should be (batch, {channels}, height, width) "
                          f"for weight {weight.shape} (out, in, kh, kw) and bias ({out_channels},)")
+    stride = _whole_number("conv2d", "stride", stride, 1)
+    padding = _whole_number("conv2d", "padding", padding, 0)
     n, _, h, w = x.shape
     out_h = (h + 2 * padding - kh) // stride + 1
     out_w = (w + 2 * padding - kw) // stride + 1
-    if min(out_h, out_w, stride) < 1 or padding < 0:
+    if min(out_h, out_w) < 1:
         raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} "
                          f"does not fit {x.shape}")
     images = x.data.transpose(0, 2, 3, 1)  # (n, h, w, in): a view
@@ -675,12 +725,11 @@ def max_pool2d(x, kernel_size, stride=None):
     >>> gradients(lambda x: max_pool2d(x, 2), [[[[1., 2.], [4., 3.]]]])[0].tolist()
     [[[[0.0, 0.0], [1.0, 0.0]]]]"""
     x = _tensor(x)
-    k = kernel_size
-    stride = kernel_size if stride is None else stride
-    if x.ndim != 4 or not isinstance(k, int) or not 1 <= k <= min(x.shape[2:]) or stride < 1:
+    k = _whole_number("max_pool2d", "kernel_size", kernel_size, 1)  # square windows: one number
+    stride = k if stride is None else _whole_number("max_pool2d", "stride", stride, 1)
+    if x.ndim != 4 or not k <= min(x.shape[2:]):
         raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) "
-                         f"with each side at least kernel_size={k!r}, a whole number >= 1 (square "
-                         f"windows), and stride={stride} >= 1")
+                         f"with each side at least kernel_size={k}")
     images = x.data
     out_h = (x.shape[2] - k) // stride + 1
     out_w = (x.shape[3] - k) // stride + 1
@@ -716,7 +765,7 @@ def cross_entropy(logits, targets):
     >>> gradients(lambda z: cross_entropy(z, [0]), [[0., 0.]])   # softmax - onehot = [1/2 - 1, 1/2]
     [array([[-0.5,  0.5]], dtype=float32)]"""
     logits = _tensor(logits)
-    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    targets = _numpy(targets)
     if logits.ndim != 2 or targets.shape != logits.shape[:1] or len(targets) == 0:
         raise ShapeError(f"cross_entropy: logits {logits.shape} should be (batch, classes) and "
                          f"targets {targets.shape} one class index per row")
@@ -729,6 +778,7 @@ def cross_entropy(logits, targets):
         row = int(((targets < 0) | (targets >= classes)).argmax())
         raise ValueError(f"cross_entropy: target {targets[row]} (row {row}) is not a class index: "
                          f"logits {logits.shape} have {classes} classes, numbered 0..{classes - 1}")
+    _check_not_probabilities(logits)  # softmax before cross_entropy: a classic mistake
     log_probs = _log_softmax(logits.data, axis=1)
     rows = np.arange(n)
 
@@ -769,12 +819,16 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad, dtype)
 
 def _named_attributes(module):
-    """(name, value) for each attribute of module, and for each item of a list or tuple attribute
-    (as layers.0 for module.layers[0]): where Module looks for parameters and modules."""
-    for name, value in vars(module).items():
+    """(name, value) for each attribute of module, and for each item of its lists, tuples and dicts,
+    however nested (layers.0 for module.layers[0], heads.a for module.heads["a"]): where Module
+    looks for parameters and modules."""
+    stack = list(vars(module).items())[::-1]
+    while stack:
+        name, value = stack.pop()
         if isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                yield f"{name}.{i}", item
+            stack.extend((f"{name}.{i}", item) for i, item in reversed(list(enumerate(value))))
+        elif isinstance(value, dict):
+            stack.extend((f"{name}.{key}", item) for key, item in reversed(list(value.items())))
         else:
             yield name, value
 
@@ -785,12 +839,14 @@ class Module:
 
     def __call__(self, *inputs):
         try:
-            return self.forward(*inputs)
+            output = self.forward(*inputs)
         except ShapeError as error:
             if not hasattr(error, "layer"):  # the innermost layer names itself; outer ones do not
                 error.layer = self
                 error.args = (f"{self}: {error}",)
             raise
+        _check_forward_output(self, output)
+        return output
 
     def __repr__(self):  # its settings, as in PyTorch: Linear(in_features=784, out_features=10)
         settings = [f"{name}={value!r}" for name, value in vars(self).items()
@@ -850,6 +906,7 @@ class Module:
                                  f"{parameter.shape}")
         for name, parameter in parameters.items():
             parameter.data[...] = state[name]  # in place, as PyTorch does
+            parameter._version += 1
 
 def _uniform_parameter(shape, fan_in=None):
     """PyTorch's default initialization: uniform in +-1/sqrt(fan_in), fan_in the inputs of each
@@ -868,8 +925,8 @@ class Linear(Module):
     grad x = g weight,  grad weight = g^T x,  grad bias = the sum of g over the rows."""
 
     def __init__(self, in_features, out_features, bias=True):
-        self.in_features = in_features
-        self.out_features = out_features
+        self.in_features = _whole_number("Linear", "in_features", in_features, 1)
+        self.out_features = _whole_number("Linear", "out_features", out_features, 1)
         self.weight = _uniform_parameter((out_features, in_features))
         self.bias = _uniform_parameter((out_features,), in_features) if bias else None
 
@@ -900,14 +957,12 @@ class Conv2d(Module):
     """conv2d with weight (out_channels, in_channels, k, k) initialized by _uniform_parameter."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        if not isinstance(kernel_size, int):
-            raise TypeError(f"Conv2d: kernel_size must be a whole number (square kernels only): "
-                            f"write 3, not {kernel_size!r}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.padding = padding
+        self.in_channels = _whole_number("Conv2d", "in_channels", in_channels, 1)
+        self.out_channels = _whole_number("Conv2d", "out_channels", out_channels, 1)
+        self.kernel_size = _whole_number("Conv2d", "kernel_size", kernel_size, 1)  # square kernels
+        self.stride = _whole_number("Conv2d", "stride", stride, 1)
+        self.padding = _whole_number("Conv2d", "padding", padding, 0)
+        kernel_size = self.kernel_size
         self.weight = _uniform_parameter((out_channels, in_channels, kernel_size, kernel_size))
         fan_in = in_channels * kernel_size ** 2
         self.bias = _uniform_parameter((out_channels,), fan_in) if bias else None
@@ -917,8 +972,8 @@ class Conv2d(Module):
 
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None):
-        self.kernel_size = kernel_size
-        self.stride = stride
+        self.kernel_size = _whole_number("MaxPool2d", "kernel_size", kernel_size, 1)
+        self.stride = None if stride is None else _whole_number("MaxPool2d", "stride", stride, 1)
 
     def forward(self, x):
         return max_pool2d(x, self.kernel_size, self.stride)
@@ -959,10 +1014,7 @@ class Sequential(Module):
     """Layers applied one after another."""
 
     def __init__(self, *layers):
-        for i, layer in enumerate(layers):
-            if not callable(layer):
-                raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a layer; "
-                                f"pass the layers themselves, as in PyTorch: Sequential(*layers)")
+        _check_layers(layers)
         self.layers = list(layers)
 
     def forward(self, x):
@@ -999,6 +1051,7 @@ class Optimizer:
             if self.weight_decay:  # the gradient of weight_decay/2 w^2, a pull towards 0
                 grad = grad + self.weight_decay * parameter.data
             self.update(i, parameter.data, grad)
+            parameter._version += 1  # graphs made before this step are out of date
 
     def update(self, i, w, g):
         """Change w, parameter number i, in place, given its gradient g: the optimizer's rule."""
@@ -1050,22 +1103,20 @@ class NotLearningError(DivergenceError):
     divergence (except DivergenceError catches both), often its aftermath: a step too large can
     leave units that never fire again."""
 
-def _dataset(X, y):
+def _dataset(X, y, caller="fit"):
     """X and y as numpy arrays, from arrays, lists or Tensors (X with Tensor's rules of dtype)."""
     X = Tensor(X, copy=False).data
-    y = np.asarray(y.data if isinstance(y, Tensor) else y)
-    if len(X) == 0 or len(X) != len(y):
-        raise ShapeError(f"fit: X has {len(X)} samples and y {len(y)}: one target per sample")
+    y = _numpy(y)
+    _check_samples(X, y, caller)
     return X, y
 
 def batches(X, y, batch_size, shuffle=True, rng=None):
     """(X, y) mini-batches of batch_size rows, in random order, one at a time; the last may be less.
     >>> [len(y) for X, y in batches(np.zeros((5, 2)), np.arange(5), batch_size=2)]
     [2, 2, 1]"""
-    if len(X) != len(y):
-        raise ShapeError(f"batches: X has {len(X)} samples but y has {len(y)}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number, 1 or more; got {batch_size!r}")
+    X, y = _numpy(X), _numpy(y)
+    _check_samples(X, y, "batches")
+    batch_size = _whole_number("batches", "batch_size", batch_size, 1)
     rng = _rng if rng is None else np.random.default_rng(rng)
     order = rng.permutation(len(X)) if shuffle else np.arange(len(X))
     parts = [order[start:start + batch_size] for start in range(0, len(X), batch_size)]
@@ -1088,7 +1139,7 @@ def evaluate(model, X, y, batch_size=1000, loss_fn=None):
     >>> evaluate(Sequential(), np.array([[5., 0.], [5., 0.]]), np.array([0, 1]))[1]   # 1 right of 2
     0.5"""
     loss_fn = loss_fn or cross_entropy
-    X, y = _dataset(X, y)
+    X, y = _dataset(X, y, "evaluate")
     was_training = model.training
     model.eval()
     total_loss = 0.0
@@ -1323,7 +1374,7 @@ def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=
     >>> len(rates) == len(losses), bool((model.weight.data == before).all())   # weights put back
     (True, True)"""
     loss_fn = loss_fn or cross_entropy
-    X, y = _dataset(X, y)
+    X, y = _dataset(X, y, "lr_find")
     weights = model.state_dict()
     grads = [parameter.grad for parameter in model.parameters()]
     optimizer_state = {k: v for k, v in vars(optimizer).items() if k != "params"}
@@ -1356,3 +1407,133 @@ def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=
     rates = rates[:len(losses)][finite]
     losses = losses[finite]
     return rates, losses, rates[losses.argmin()] / 10
+
+# ---- checks: each refuses a mistake with a message that names it and says what to do ----
+def _check_numbers(data, op):
+    """Refuse what is not numbers (None, strings, objects, rows of different lengths), which numpy
+    would turn into NaN, into numbers read from text, or into its own message."""
+    if isinstance(data, (int, float)) or getattr(data, "dtype", np.dtype(object)).kind in "biuf":
+        return
+    try:
+        array = np.asarray(data)
+    except ValueError:  # numpy's "inhomogeneous shape"
+        raise ValueError(f"{op}: the rows of {data!r:.60} have different lengths; a tensor's rows "
+                         f"must all have the same length") from None
+    if array.dtype.kind in "biuf":
+        return
+    if array.dtype.kind == "O":
+        bad = [(i, item) for i, item in np.ndenumerate(array) if not isinstance(item, numbers.Real)]
+        if not bad:
+            return  # numbers in an object array convert as usual
+        index, item = bad[0]
+    else:
+        index, item = (), array.flat[0] if array.size else array
+    where = f" (at index {index})" if index else ""
+    advice = "a tensor holds numbers only"
+    if item is None:
+        advice = "is it a value never set, such as a bias left as None?"
+    elif isinstance(item, (str, bytes)):
+        item = str(item)
+        advice = "convert text to numbers first, as float(text)"
+    raise TypeError(f"{op}: {item!r:.40}{where} is not a number ({type(item).__name__}): {advice}")
+
+def _check_can_require_grad(tensor):
+    """Only floating tensors have gradients: an integer .grad would be rounded to whole numbers."""
+    if tensor.dtype.kind != "f":
+        raise TypeError(f"requires_grad: a tensor of {tensor.dtype} cannot require a gradient, as "
+                        f"in PyTorch (its gradient would be rounded to whole numbers); make it "
+                        f"floating: Tensor(..., dtype=np.float32)")
+
+def _check_one_number(tensor, op):
+    if tensor.data.size != 1:
+        raise ValueError(f"{op}: the tensor has shape {tensor.shape}, {tensor.data.size} numbers, "
+                         f"not one; take one (t[0]) or reduce them (t.sum(), t.mean(), t.max())")
+
+def _broadcast_error(op, shape_a, shape_b):
+    """A ShapeError naming the op, both shapes, and the first sizes that cannot broadcast."""
+    pairs = zip(shape_a[::-1], shape_b[::-1])
+    m, n = next((m, n) for m, n in pairs if m != n and 1 not in (m, n))
+    return ShapeError(f"{op}: shapes {shape_a} and {shape_b} do not broadcast: aligned from the "
+                      f"right, sizes {m} and {n} differ and neither is 1")
+
+def _checked_index(array, index):
+    """array[index] and the index, with Tensors in it read as their numbers, as PyTorch reads them,
+    and numpy's IndexError named as getitem's, with the shape."""
+    parts = index if isinstance(index, tuple) else (index,)
+    parts = tuple(part.data if isinstance(part, Tensor) else part for part in parts)
+    index = parts if isinstance(index, tuple) else parts[0]
+    try:
+        return array[index], index
+    except IndexError as error:
+        floats = any(getattr(part, "dtype", np.dtype(int)).kind == "f" for part in parts)
+        hint = ("; Tensor(indices) makes float32 numbers: index with the integer array, or "
+                "Tensor(indices, dtype=np.int64)") if floats else ""
+        raise IndexError(f"getitem: {error}, in a tensor of shape {array.shape}{hint}") from None
+
+def _whole_number(op, name, value, least):
+    """value as an int if it is a whole number (a numpy one too) of at least `least`; else an error
+    that names the op and what it takes."""
+    whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if whole and value >= least:
+        return int(value)
+    hint = ""
+    if isinstance(value, str) and value.lower() == "same":
+        hint = "; for an output of the input's size (odd kernel k, stride 1), padding=(k - 1) // 2"
+    elif isinstance(value, (tuple, list)):
+        hint = " (square kernels and equal strides only: one number, such as 3)"
+    error = ValueError if whole else TypeError
+    raise error(f"{op}: {name} must be a whole number, {least} or more; got {value!r}{hint}")
+
+def _check_forward_output(module, output):
+    if output is None:
+        raise TypeError(f"{type(module).__name__}.forward returned None: does it end with "
+                        f"`return x`?")
+
+def _check_layers(layers):
+    """Sequential's layers must be layers: made (ReLU(), not the class ReLU) and callable."""
+    for i, layer in enumerate(layers):
+        if isinstance(layer, type):
+            raise TypeError(f"Sequential: layer {i} is the class {layer.__name__}, not a layer: "
+                            f"write {layer.__name__}(...) to make one")
+        if not callable(layer):
+            raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a layer; "
+                            f"pass the layers themselves, as in PyTorch: Sequential(*layers)")
+
+def _check_graph_names(params):
+    """graph()'s names: a dict of name -> tensor, (name, tensor) pairs, or a model."""
+    if params is None or isinstance(params, dict):
+        return
+    if not all(isinstance(pair, tuple) and len(pair) == 2 for pair in params):
+        raise TypeError(f"graph: params names the leaves: pass a dict of name -> tensor, or the "
+                        f"model itself (loss.graph(model)); got a {type(params).__name__} of "
+                        f"{type(next(iter(params), None)).__name__}")
+
+def _check_samples(X, y, caller):
+    """X and y: one target per sample, and at least one sample."""
+    if X.ndim == 0 or y.ndim == 0:
+        raise ShapeError(f"{caller}: X {X.shape} and y {y.shape} must have a sample per row; for "
+                         f"one sample, keep its batch axis: X[:1], y[:1]")
+    if len(X) == 0 or len(X) != len(y):
+        raise ShapeError(f"{caller}: X has {len(X)} samples and y {len(y)}: one target per sample")
+
+def _check_unchanged(node):
+    """node's inputs must not have been changed in place (by a step or load_state_dict) since node
+    was computed from them: their gradients would be those at the new values, silently wrong."""
+    for k, (parent, version) in enumerate(zip(node._parents, node._versions)):
+        if parent._version != version:
+            raise RuntimeError(f"backward of {node.op}: input {k} {parent.shape} was changed in "
+                               f"place (optimizer.step() or load_state_dict()) after the op used "
+                               f"it: compute the loss again after a step (forward, loss, "
+                               f"zero_grad(), backward(), step(), in this order)")
+
+def _check_not_probabilities(logits):
+    """cross_entropy applies log-softmax itself: computed logits whose every row is probabilities
+    (in [0, 1], summing to 1) mean a model that ends with softmax, which trains slowly, silently."""
+    data = logits.data
+    if logits.op is None or data.shape[1] < 2 or abs(data[0].sum() - 1) > 1e-4:  # cheap: row 0
+        return
+    if data.min() >= 0 and data.max() <= 1 and np.allclose(data.sum(axis=1), 1, atol=1e-4):
+        raise ValueError(f"cross_entropy: the logits ({logits.op}) are probabilities, each row in "
+                         f"[0, 1] and summing to 1: does the model end with softmax? Remove it: "
+                         f"cross_entropy applies log-softmax to raw scores itself, and a softmax "
+                         f"before it makes the network learn slowly")
