@@ -1,9 +1,9 @@
 """The numpy reference of benchmarks/bench.py: a hand-written network with no graph.
 
-Each layer has an explicit forward and backward, done as well as numpy allows, and the network trains
-with SGD with momentum in place, in buffers allocated once. bench.py times minigrad and PyTorch
-against it and, before timing, checks that it computes the same loss, gradients and SGD steps as they
-do at the same weights.
+Each layer has an explicit forward and backward, done as well as numpy allows, and the network
+trains with SGD with momentum in place, in buffers allocated once. bench.py times minigrad and
+PyTorch against it and, before timing, checks that it computes the same loss, gradients and SGD
+steps as they do at the same weights.
 
 Activations are kept channels-last (N, H, W, C) inside it: a convolution's matrix product then gives
 its output in that layout directly, with no transposes forward or back. The weights are held in the
@@ -171,8 +171,8 @@ def softmax_cross_entropy(logits, targets):
 
 class NumpyNet:
     """The reference network: layers with an explicit forward and backward, SGD with momentum in place.
-    workload: bench.py's Workload (its layers, lr, momentum and whether it is convolutional); weights:
-    {state_dict name: array} in PyTorch's layouts, as bench.initial_weights draws them."""
+    workload: bench.py's Workload (its layers, lr, momentum and whether it is convolutional);
+    weights: {state_dict name: array} in PyTorch's layouts, as bench.initial_weights draws them."""
     name = "numpy"
 
     def __init__(self, workload, weights):
