@@ -2142,6 +2142,28 @@ def test_the_readmes_map_of_minigrad_py_matches_the_file():
     assert expected_start == len(lines) + 1, "the last section should end at the last line"
 
 
+
+def github_anchor(heading):
+    """The #fragment GitHub gives a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/performance.md", "docs/development.md"])
+def test_the_links_between_the_readme_and_docs_lead_to_files_and_headings_that_exist(page):
+    """The README sends the maintainers' material to docs/: every link to a file of the repository (and
+    to a heading in it) must arrive."""
+    root = Path(__file__).parent
+    text = (root / page).read_text()
+    links = [link for link in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", link)]
+    assert page != "README.md" or {"docs/performance.md", "docs/development.md"} <= {link.split("#")[0] for link in links}
+    for link in links:
+        path, _, fragment = link.partition("#")
+        target = (root / page).parent / path if path else root / page
+        assert target.exists(), f"{page} links to {link}, which does not exist"
+        if fragment:
+            headings = re.findall(r"^#+ (.+)$", target.read_text(), re.M)
+            assert fragment in [github_anchor(heading) for heading in headings], f"{page}: no heading for {link}"
+
 # ==== mnist_demo.py ====
 
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = demo.FILES
