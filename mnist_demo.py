@@ -11,8 +11,9 @@
 The four data files are kept in data/mnist (or data/fashion-mnist) next to this script. Point --data-dir
 at another folder to keep them elsewhere or to use files you got some other way: files already there are
 used without any network access (e.g. --dataset fashion --data-dir /usr/share/datasets/fashion-mnist on
-Debian, from the dataset-fashion-mnist package). Every file, downloaded or found, must hold the published
-content (checked by the md5 of its uncompressed bytes), however it was compressed.
+Debian, from the dataset-fashion-mnist package), gzipped or not (train-images-idx3-ubyte, as gunzip leaves
+it, will do). Every file, downloaded or found, must hold the published content (checked by the md5 of its
+uncompressed bytes), however it was compressed.
 """
 import argparse
 import gzip
@@ -83,9 +84,15 @@ class OtherDataset(DataError):
 
 def load_dataset(dataset, data_dir, mirrors):
     """(train images, train labels, test images, test labels): images float32 (N, 1, 28, 28) in [0, 1],
-    labels int64 (N,). Files missing from data_dir are downloaded there first."""
+    labels int64 (N,). The files in data_dir are checked first, then those missing are downloaded there."""
     data_dir = Path(data_dir)
-    arrays = {name: load_file(data_dir, name, mirrors, dataset) for name in FILES}
+    paths = {name: local_copy(data_dir, name) for name in FILES}
+    missing = [name for name, path in paths.items() if path is None]
+    arrays = {name: load_file(path, name, dataset) for name, path in paths.items() if path}
+    for n, name in enumerate(missing):
+        download(name, data_dir, mirrors, dataset, missing[n:])
+        arrays[name] = load_file(data_dir / name, name, dataset)
+    arrays = {name: arrays[name] for name in FILES}
     for images, labels in [FILES[0:2], FILES[2:4]]:
         if len(arrays[images]) != len(arrays[labels]):
             raise DataError(f"{data_dir / labels}: {len(arrays[labels])} labels for {len(arrays[images])} images in "
@@ -99,11 +106,24 @@ def load_dataset(dataset, data_dir, mirrors):
     return pixels(train_images), train_labels.astype(np.int64), pixels(test_images), test_labels.astype(np.int64)
 
 
-def load_file(data_dir, name, mirrors, dataset):
-    """The array in data_dir/name, downloaded first if it is not there, once its content is checked."""
-    path = data_dir / name
-    if not path.exists():
-        download(name, data_dir, mirrors, dataset)
+def local_copy(data_dir, name):
+    """The path of the file name in data_dir, or else of its gunzipped copy (name without .gz, as
+    `gunzip *.gz` leaves it: the content is what is checked), or None if neither is there."""
+    for path in [data_dir / name, data_dir / Path(name).stem]:
+        if path.exists():
+            return path
+    return None
+
+
+def missing_from(names, data_dir):
+    """'a is missing from data_dir', or 'these 2 files are missing from data_dir: a, b'."""
+    if len(names) == 1:
+        return f"{names[0]} is missing from {data_dir}"
+    return f"these {len(names)} files are missing from {data_dir}: {', '.join(names)}"
+
+
+def load_file(path, name, dataset):
+    """The array in the file at path, once its content is checked to be dataset's file name."""
     try:
         return checked(path.read_bytes(), dataset, name)
     except OtherDataset as error:
@@ -134,8 +154,9 @@ def checked(raw, dataset, name):
                     f"changed byte is enough) or a different one")
 
 
-def download(name, data_dir, mirrors, dataset):
-    """Save the first copy of name from the mirrors whose content is the published one as data_dir/name.
+def download(name, data_dir, mirrors, dataset, missing):
+    """Save the first copy of name from the mirrors whose content is the published one as data_dir/name;
+    missing, the files not there yet (name first), are named in the error if that fails.
 
     The bytes go to a temporary file next to it, renamed only once their content is checked, so that an
     interrupted or failed download never leaves a file under the final name; the folders made for it are
@@ -146,8 +167,8 @@ def download(name, data_dir, mirrors, dataset):
         part = tempfile.NamedTemporaryFile(dir=data_dir, prefix=name + ".", suffix=".part", delete=False)
     except OSError as error:
         remove_empty(made)
-        raise DataError(f"{name} is not in {data_dir} and cannot be downloaded there ({error}).\n"
-                        f"  Choose a writable folder with --data-dir, or put the file there yourself.") from None
+        raise DataError(f"{missing_from(missing, data_dir)}, and cannot be downloaded there ({error}).\n"
+                        f"  Choose a writable folder with --data-dir, or put the files there yourself.") from None
     failures = []
     network_failed = False
     saved = False
@@ -171,10 +192,12 @@ def download(name, data_dir, mirrors, dataset):
             else:
                 tried = "".join(f"\n  {failure}" for failure in failures) or "\n  (no mirror given)"
                 network = "check the network connection and run again;\n  or " if network_failed else ""
+                failed = (" and could not be downloaded" if len(missing) == 1 else
+                          f"; downloading the first, {name}, failed")
                 raise DataError(
-                    f"{name} is missing from {data_dir} and could not be downloaded:{tried}\n"
-                    f"What to do: {network}get the four files ({', '.join(FILES)}) some other way and put them "
-                    f"in {data_dir}, or point --data-dir at the folder that has them;\n"
+                    f"{missing_from(missing, data_dir)}{failed}:{tried}\n"
+                    f"What to do: {network}get the missing files some other way and put them in {data_dir} "
+                    f"(gzipped or not), or point --data-dir at the folder that has all four;\n"
                     f"  or name a mirror that has the original files with --mirror URL (repeatable).")
         os.chmod(part.name, 0o644)  # tempfile makes it private; a data set is for everyone on the machine
         os.replace(part.name, data_dir / name)
@@ -439,7 +462,8 @@ def parse_args(argv):
     parser.add_argument("--dataset", choices=["mnist", "fashion"], default="mnist",
                         help="handwritten digits, or Fashion-MNIST's photos of clothes (default: mnist)")
     parser.add_argument("--data-dir", type=Path, metavar="DIR",
-                        help="folder of the four .gz files: used when there, downloaded into it when not "
+                        help="folder of the four .gz files (or their gunzipped copies): used when there, "
+                             "downloaded into it when not "
                              "(default: data/mnist or data/fashion-mnist next to this script)")
     parser.add_argument("--mirror", action="append", metavar="URL",
                         help="download from URL (a folder holding the four files) instead of the built-in mirrors; "
@@ -476,7 +500,7 @@ def parse_args(argv):
                         help="save a figure: loss and accuracy per epoch (train and test), and misclassified test "
                              f"images with their predicted and true classes; the suffix names the format "
                              f"({', '.join('.' + name for name in PLOT_FORMATS)}); needs matplotlib "
-                             "(pip install \".[plot]\")")
+                             "(pip install -e \".[plot]\")")
     args = parser.parse_args(argv)
     # Checked now rather than after minutes of download and training:
     for option, file in [("--save", args.save), ("--plot", args.plot)]:
@@ -491,7 +515,7 @@ def parse_args(argv):
         try:
             import matplotlib  # noqa: F401 (plot imports what it draws with)
         except ImportError:
-            parser.exit(1, 'error: --plot needs matplotlib, which is not installed: pip install ".[plot]" in '
+            parser.exit(1, 'error: --plot needs matplotlib, which is not installed: pip install -e ".[plot]" in '
                            'minigrad\'s folder, or pip install matplotlib\n')
     args.lr_given = args.lr is not None
     for option, value in DEFAULTS[args.model].items():
@@ -523,7 +547,7 @@ def busy_warning(load, cores, environ):
 
     A matrix product is split among the threads and waits for the last one: a thread that has to share
     its core with another program holds up all of them, and OpenBLAS's waiting threads spin, taking
-    CPU time from the one they wait for. Measured on 2 cores with other work on them (README, Troubleshooting):
+    CPU time from the one they wait for. Measured on 2 cores with other work on them (docs/performance.md):
     an epoch took 2.5 to 9 times as long with 2 threads as with 1.
     >>> busy_warning(0.3, 2, {}) is None, busy_warning(2.5, 2, {"OPENBLAS_NUM_THREADS": "1"}) is None
     (True, True)"""
