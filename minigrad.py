@@ -54,12 +54,6 @@ def _numpy(x):
     """x as a numpy array: a Tensor's own array, or a list or an array as numpy reads it."""
     return np.asarray(x.data if isinstance(x, Tensor) else x)
 
-def _brief(array):
-    """An array in a few characters: its numbers if there are at most 4, else its norm."""
-    if array.size <= 4:
-        return np.array2string(array.ravel(), precision=4, separator=", ")
-    return f"norm {np.linalg.norm(array):.4g}"
-
 class Tensor:
     """An array that remembers the op and inputs it was computed from, so that gradients flow back.
     Lists, numbers and integer arrays become float32; a numpy array of floats keeps its dtype."""
@@ -76,8 +70,7 @@ class Tensor:
             dtype = dtype or np.float32
         self.data = np.array(data, dtype=dtype) if copy else np.asarray(data, dtype=dtype)
         self.requires_grad = requires_grad
-        if requires_grad:
-            _check_can_require_grad(self)
+        _check_can_require_grad(self)  # only floating tensors have gradients
         self.grad = None
         # How it was computed: the op's name, its inputs, and the closure from g to their gradients.
         # A leaf (made by hand, or in no_grad) has none of them.
@@ -107,19 +100,11 @@ class Tensor:
         >>> a = Tensor([3.], requires_grad=True)
         >>> Tensor.from_op(a.data ** 2, (a,), lambda g: (g * 2 * a.data,), "square")
         Tensor([9.], op=square)"""
-        if not callable(backward):
-            raise TypeError(f"from_op: backward must be a function of g, not a "
-                            f"{type(backward).__name__}")
-        if not (isinstance(parents, tuple) and all(isinstance(p, Tensor) for p in parents)):
-            raise TypeError(f"from_op: parents must be a tuple of the Tensors the op computed data "
-                            f"from, such as (a,) or (a, b); got a {type(parents).__name__}")
+        _check_from_op(parents, backward)  # a tuple of Tensors, and a function of g
         out = Tensor(data, copy=False)  # an op's result is a new array already
         if _grad_enabled and any(parent.requires_grad for parent in parents):
             out.requires_grad = True
-            if name is None:  # "cube.<locals>.<lambda>", a closure written in def cube(a): cube
-                name = getattr(backward, "__qualname__", "op").rsplit(".<locals>", 1)[0]
-                name = name.split(".")[-1]
-            out.op = name
+            out.op = name or _closure_name(backward)
             out._parents = parents
             out._backward = backward
             out._versions = [parent._version for parent in parents]  # for _check_unchanged
@@ -143,36 +128,6 @@ class Tensor:
         2.5"""
         _check_one_number(self, "item")
         return self.data.item()
-
-    def __float__(self):  # float(loss), as in PyTorch: a one-element tensor is a number
-        _check_one_number(self, "float")
-        return float(self.data.item())
-
-    def __bool__(self):  # `if t:` means the value, for one element; more are ambiguous
-        _check_one_number(self, "bool")
-        return bool(self.data.item())
-
-    def __format__(self, spec):  # f"{loss:.3f}" formats the number; f"{t}" shows the tensor
-        if not spec:
-            return str(self)
-        _check_one_number(self, "format")
-        return format(self.data.item(), spec)
-
-    def _compare(self, other, name, ufunc):
-        """==, <, ... elementwise, as in PyTorch: a tensor of bools, which has no gradient."""
-        other = _tensor(other, self.dtype, name)
-        try:
-            return Tensor(ufunc(self.data, other.data), dtype=bool, copy=False)
-        except ValueError:
-            raise _broadcast_error(name, self.shape, other.shape) from None
-
-    __eq__ = lambda self, other: self._compare(other, "eq", np.equal)
-    __ne__ = lambda self, other: self._compare(other, "ne", np.not_equal)
-    __lt__ = lambda self, other: self._compare(other, "lt", np.less)
-    __le__ = lambda self, other: self._compare(other, "le", np.less_equal)
-    __gt__ = lambda self, other: self._compare(other, "gt", np.greater)
-    __ge__ = lambda self, other: self._compare(other, "ge", np.greater_equal)
-    __hash__ = object.__hash__  # a tensor stays a dict key, by identity, as backward() needs
 
     def numpy(self):
         """The numpy array behind the tensor (not a copy).
@@ -198,33 +153,27 @@ class Tensor:
         >>> y.backward()
         >>> x.grad   # a second backward() adds to .grad
         array([12.], dtype=float32)"""
-        if not self.requires_grad:
-            raise RuntimeError("backward: no input of this tensor had requires_grad=True "
-                               "(or it was computed inside no_grad)")
-        if grad is None and self.data.size != 1:
-            raise ShapeError(f"backward: output {self.shape} is not one number: pass grad= of its "
-                             f"shape, or .sum() it")
-        if grad is None:
-            grad = np.ones_like(self.data)
-        else:
-            grad = np.array(getattr(grad, "data", grad), self.dtype)  # a copy: the caller keeps it
-        if grad.shape != self.shape:
-            raise ShapeError(f"backward: grad has shape {grad.shape}, the output {self.shape}")
+        _check_backward_start(self, grad)  # self requires grad; a loss, or a grad of self's shape
+        grad = np.ones_like(self.data) if grad is None else np.array(_numpy(grad), self.dtype)
         grads = {self: grad}  # d(self)/d(tensor) for each tensor reached so far, summed over paths
-        kept = set()  # the arrays that leaves kept as their .grad: no other leaf may keep them too
-        for node in self._graph_order():  # from self back to the leaves
+        kept = set()  # the arrays that leaves keep as their .grad: no two leaves may share one
+        for node in self._graph_order():  # each tensor before its inputs: from self to the leaves
             g = grads.pop(node, None)
             if g is None:  # no gradient flows into it: a constant, such as the input images
                 continue
             if node._backward is None:  # a leaf: every path to it is done, its gradient complete
                 node._accumulate(g, kept)
                 continue
-            _check_unchanged(node)  # its inputs hold the values it computed from
-            for parent, parent_grad in zip(node._parents, node._call_backward(g)):
+            _check_unchanged(node)  # its inputs still hold the values it computed from
+            with _closure_errors_named(node):
+                input_grads = node._backward(_read_only(g))  # other gradients may share g
+            _check_closure_result(node, input_grads)  # one array, or None, per input
+            for parent, parent_grad in zip(node._parents, input_grads):
                 if parent_grad is None or not parent.requires_grad:
                     continue
-                if getattr(parent_grad, "shape", None) != parent.data.shape:  # broadcast, or wrong
-                    parent_grad = node._summed_to_input(parent, parent_grad)
+                if getattr(parent_grad, "shape", None) != parent.shape:  # broadcast in this op
+                    _check_broadcast_gradient(node, parent, parent_grad)
+                    parent_grad = _unbroadcast(np.asarray(parent_grad), parent.shape)
                 if parent in grads:  # another path to parent: the gradients of all paths add up
                     grads[parent] = grads[parent] + parent_grad
                 else:
@@ -248,53 +197,13 @@ class Tensor:
                 stack.extend(node._parents)
         return order[::-1]
 
-    def _call_backward(self, g):
-        """This op's closure applied to g, which it gets read-only (a closure that changed g in
-        place would change other gradients that share it), checked: a gradient or None per input."""
-        read_only = np.asarray(g).view()  # (asarray: numpy makes a sum of 0-d arrays a number)
-        read_only.flags.writeable = False
-        try:
-            grads = self._backward(read_only)
-        except ValueError as error:  # numpy's "output array is read-only": say which op, and why
-            if "read-only" in str(error):
-                error.args = (f"backward of {self.op}: {error}: a closure must not change g in "
-                              f"place (g *= 2), other gradients may share it; compute a new array "
-                              f"(g * 2)",)
-            raise
-        if type(grads) not in (tuple, list) or len(grads) != len(self._parents):
-            got = type(grads).__name__
-            if type(grads) in (tuple, list):
-                got = f"{len(grads)} gradients"
-            raise TypeError(f"backward of {self.op}: returned {got}, not a tuple of "
-                            f"{len(self._parents)}, one gradient (or None) per input; for one "
-                            f"input, mind the comma: lambda g: (g * 2,)")
-        for grad in grads:
-            if isinstance(grad, Tensor):
-                raise TypeError(f"backward of {self.op}: returned a Tensor; return arrays "
-                                f"(b.data, not b)")
-        return grads
-
-    def _summed_to_input(self, parent, grad):
-        """grad, which this op's closure returned for parent, summed back to parent's shape: only a
-        gradient of the output's shape, for an input broadcast to it, may be summed."""
-        grad = np.asarray(grad)
-        summed = _unbroadcast(grad, parent.shape)
-        if grad.shape != self.shape or summed.shape != parent.shape:
-            k = next(k for k, input_ in enumerate(self._parents) if input_ is parent)
-            raise ShapeError(f"backward of {self.op}: input {k} has shape {parent.shape}, but its "
-                             f"gradient came back with shape {np.shape(grad)}; it must have the "
-                             f"input's shape (or the output's, {self.shape}, if the input was "
-                             f"broadcast)")
-        return summed
-
     def _accumulate(self, g, kept):
         """Add g to this leaf's .grad. A new array that no other leaf keeps, as the gradient of a
-        layer's weight is, becomes .grad itself: copying it adds 16% to a step of benchmark W1."""
+        layer's weight is, becomes .grad itself, uncopied: copying costs a sixth of a small step."""
+        _check_can_require_grad(self)  # an integer leaf would round its gradient
         if self.grad is not None:
             self.grad += g  # gradients accumulate, as in PyTorch, until zero_grad()
-            return
-        _check_can_require_grad(self)
-        if g.base is None and g.flags.writeable and g.dtype == self.dtype and id(g) not in kept:
+        elif g.base is None and g.flags.writeable and g.dtype == self.dtype and id(g) not in kept:
             self.grad = g
             kept.add(id(g))
         else:
@@ -421,16 +330,8 @@ class Tensor:
                [2.]], dtype=float32)]"""
         other = _tensor(other, self.dtype, "matmul")
         a, b = self.data, other.data
-        if min(a.ndim, b.ndim) < 2:
-            raise ShapeError(f"matmul: {a.shape} @ {b.shape}: each needs 2 or more axes; make a "
-                             f"vector (1, n)")
-        if a.shape[-1] != b.shape[-2]:
-            raise ShapeError(f"matmul: {a.shape} @ {b.shape}: inner dimensions {a.shape[-1]} and "
-                             f"{b.shape[-2]} differ")
-        try:
-            data = a @ b
-        except ValueError:
-            raise ShapeError(f"matmul: {a.shape} @ {b.shape}: batch axes differ") from None
+        _check_matmul(a, b)  # 2 or more axes each; inner sizes and batch axes that fit
+        data = a @ b
 
         def backward(g):  # no product for an input that needs no gradient; batch axes summed back
             grad_a = _unbroadcast(g @ b.swapaxes(-1, -2), a.shape) if self.requires_grad else None
@@ -583,59 +484,6 @@ class Tensor:
             return (g - np.exp(data) * g.sum(axis=axis, keepdims=True),)
         return Tensor.from_op(data, (self,), backward, "log_softmax")
 
-    # ---- seeing the graph ----
-    def graph(self, params=None):
-        """The graph that computed this tensor, a line per tensor in the order backward() visits
-        them: its number, its op and inputs (a leaf: its name in params, a dict of name -> tensor
-        or a model), its shape, its value (the norm of a large one) and, once backward() has run,
-        the gradient that reached each leaf.
-        >>> w, b = Tensor([2.], requires_grad=True), Tensor([1.], requires_grad=True)
-        >>> x, y = Tensor([3.]), Tensor([10.])
-        >>> loss = ((w * x + b) - y) ** 2
-        >>> print(loss.graph({"w": w, "b": b, "x": x, "y": y}))
-        #1 pow(#2)      (1,)  [9.]
-        #2 sub(#3, #8)  (1,)  [-3.]
-        #3 add(#4, #7)  (1,)  [7.]
-        #4 mul(#5, #6)  (1,)  [6.]
-        #5 w            (1,)  [2.]   requires_grad
-        #6 x            (1,)  [3.]
-        #7 b            (1,)  [1.]   requires_grad
-        #8 y            (1,)  [10.]
-        >>> loss.backward()
-        >>> print(loss.graph({"w": w, "b": b, "x": x, "y": y}))
-        #1 pow(#2)      (1,)  [9.]
-        #2 sub(#3, #8)  (1,)  [-3.]
-        #3 add(#4, #7)  (1,)  [7.]
-        #4 mul(#5, #6)  (1,)  [6.]
-        #5 w            (1,)  [2.]   grad [-18.]
-        #6 x            (1,)  [3.]
-        #7 b            (1,)  [1.]   grad [-6.]
-        #8 y            (1,)  [10.]"""
-        if hasattr(params, "named_parameters"):  # graph(model) names its parameters too
-            params = params.named_parameters()
-        _check_graph_names(params)
-        names = {tensor: name for name, tensor in dict(params or {}).items()}
-        nodes = self._graph_order()
-        number = {node: f"#{i}" for i, node in enumerate(nodes, 1)}
-        rows = []
-        for node in nodes:
-            if node.op:
-                what = f"{node.op}({', '.join(number[parent] for parent in node._parents)})"
-            else:
-                what = names.get(node, "leaf")
-            if node.grad is not None:
-                gradient = f"grad {_brief(node.grad)}"
-            elif node.requires_grad and not node.op:
-                gradient = "requires_grad"
-            else:
-                gradient = ""
-            padded_number = number[node].ljust(len(number[nodes[-1]]))  # #9 above #10: aligned
-            rows.append([f"{padded_number} {what}", str(node.shape), _brief(node.data), gradient])
-        widths = [max(len(row[column]) for row in rows) for column in range(3)]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths + [0]))
-                 for row in rows]
-        return "\n".join(line.rstrip() for line in lines)
-
 gradcheck = Tensor.gradcheck  # minigrad.gradcheck, as torch.autograd.gradcheck
 gradients = Tensor.gradients
 
@@ -653,110 +501,6 @@ def no_grad():
     finally:
         _grad_enabled = previous
 
-# ---- the ops of network layers ----
-def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """Slide (out, in, kh, kw) filters over (batch, in, height, width) images, as PyTorch's conv2d:
-    with each image patch copied into a row of a matrix ("im2col"), all dot products are one matrix
-    product.  grad weight = g^T patches;  grad bias = the sum of g;  grad x = g filters, each row
-    added back onto the pixels of its patch ("col2im").
-    Inside, images are channels-last, (batch, height, width, channels), so that a patch's row and
-    each addition of col2im are contiguous in memory. The output is a (batch, channels, y, x) view
-    of such memory, which relu and max_pool2d keep: the next conv2d gets channels-last images free.
-    >>> x = np.arange(9.).reshape(1, 1, 3, 3)  # grad x: how many 2x2 patches hold each pixel
-    >>> gradients(conv2d, x, np.ones((1, 1, 2, 2)), [0.])[0].tolist()
-    [[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]"""
-    weight = _tensor(weight)
-    if weight.ndim != 4:
-        raise ShapeError(f"conv2d: weight {weight.shape} should be (out, in, kh, kw)")
-    x = _tensor(x, weight.dtype)
-    bias = None if bias is None else _tensor(bias, weight.dtype)
-    out_channels, channels, kh, kw = weight.shape
-    wrong_bias = bias is not None and bias.shape != (out_channels,)
-    if x.ndim != 4 or x.shape[1] != channels or wrong_bias:
-        raise ShapeError(f"conv2d: input {x.shape} should be (batch, {channels}, height, width) "
-                         f"for weight {weight.shape} (out, in, kh, kw) and bias ({out_channels},)")
-    stride = _whole_number("conv2d", "stride", stride, 1)
-    padding = _whole_number("conv2d", "padding", padding, 0)
-    n, _, h, w = x.shape
-    out_h = (h + 2 * padding - kh) // stride + 1
-    out_w = (w + 2 * padding - kw) // stride + 1
-    if min(out_h, out_w) < 1:
-        raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} "
-                         f"does not fit {x.shape}")
-    images = x.data.transpose(0, 2, 3, 1)  # (n, h, w, in): a view
-    if padding:
-        images = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(1, 2))
-    windows = windows[:, ::stride, ::stride]  # (n, out_h, out_w, in, kh, kw): a patch per pixel
-    if channels == 1:  # rows of kh*kw numbers copy slowly: copy along image rows, then transpose
-        patches = windows.transpose(3, 4, 5, 0, 1, 2).reshape(kh * kw, -1).T
-    else:  # the copy: (n*out_h*out_w, kh*kw*in), a row per output pixel, in (dy, dx, channel) order
-        patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * channels)
-    filters = weight.data.transpose(0, 2, 3, 1).copy()  # (out, kh, kw, in): in a patch's order
-    data = patches @ filters.reshape(out_channels, -1).T  # (n*out_h*out_w, out)
-    if bias is not None:
-        data += bias.data
-    data = data.reshape(n, out_h, out_w, out_channels).transpose(0, 3, 1, 2)  # (n, out, y, x) view
-
-    def backward(g):
-        g_rows = g.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (n*out_h*out_w, out)
-        grad_x = None
-        if x.requires_grad:  # the input images need no gradient: skip the col2im
-            grad_images = np.zeros(images.shape, g.dtype)  # (n, h + 2 padding, w + 2 padding, in)
-            for i, j in np.ndindex(kh, kw):  # pixel (i, j) of every patch gets g filters[:, i, j]
-                share = (g_rows @ filters[:, i, j]).reshape(n, out_h, out_w, channels)
-                grad_images[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += share
-            grad_x = grad_images[:, padding:padding + h, padding:padding + w].transpose(0, 3, 1, 2)
-        grad_weight = None
-        if weight.requires_grad:  # not frozen
-            grad_weight = (g_rows.T @ patches).reshape(filters.shape).transpose(0, 3, 1, 2).copy()
-        if bias is None:
-            return grad_x, grad_weight
-        grad_bias = np.ones(len(g_rows), g.dtype) @ g_rows  # the sum of the rows, fast with BLAS
-        return grad_x, grad_weight, grad_bias
-    parents = (x, weight) if bias is None else (x, weight, bias)
-    return Tensor.from_op(data, parents, backward, "conv2d")
-
-def max_pool2d(x, kernel_size, stride=None):
-    """The maximum of each kernel_size x kernel_size window (stride: kernel_size) of (batch,
-    channels, h, w) images.  grad x = g at the maximum of each window, else 0; on a tie, at the
-    first maximum only, as in PyTorch, whose pooling keeps the index of one maximum (Tensor.max
-    shares it among the tied ones instead, as torch.amax does).
-    >>> gradients(lambda x: max_pool2d(x, 2), [[[[1., 2.], [4., 3.]]]])[0].tolist()
-    [[[[0.0, 0.0], [1.0, 0.0]]]]"""
-    x = _tensor(x)
-    k = _whole_number("max_pool2d", "kernel_size", kernel_size, 1)  # square windows: one number
-    stride = k if stride is None else _whole_number("max_pool2d", "stride", stride, 1)
-    if x.ndim != 4 or not k <= min(x.shape[2:]):
-        raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) "
-                         f"with each side at least kernel_size={k}")
-    images = x.data
-    out_h = (x.shape[2] - k) // stride + 1
-    out_w = (x.shape[3] - k) // stride + 1
-    # for each offset (i, j) in a window: the rows and columns of the pixel at (i, j) of all windows
-    offsets = [(slice(i, i + stride * out_h, stride), slice(j, j + stride * out_w, stride))
-               for i, j in np.ndindex(k, k)]
-    planes = [images[:, :, rows, cols] for rows, cols in offsets]  # views (n, c, out_h, out_w)
-    data = planes[0].copy(order="K")  # K: in the input's memory order (channels-last after conv2d)
-    for plane in planes[1:]:  # k*k - 1 elementwise maxima of whole planes
-        np.maximum(data, plane, out=data)
-
-    def backward(g):
-        g_out = np.empty_like(data)  # g in the output's memory order: mixing orders is 2-3x slower
-        g_out[...] = g
-        grad = np.zeros_like(images)
-        taken = np.zeros_like(data, dtype=bool)  # the windows whose maximum got g already
-        for (rows, cols), plane in zip(offsets, planes):
-            is_max = plane == data
-            is_max &= ~taken  # a later maximum that ties with an earlier one gets nothing
-            taken |= is_max
-            if stride >= k:  # windows do not overlap: a pixel gets g from one window at most
-                np.multiply(g_out, is_max, out=grad[:, :, rows, cols])
-            else:
-                grad[:, :, rows, cols] += g_out * is_max
-        return (grad,)
-    return Tensor.from_op(data, (x,), backward, "max_pool2d")
-
 # ---- losses ----
 def cross_entropy(logits, targets):
     """The mean over the batch of -log softmax(logits)[target], for (N, C) logits, N class indices.
@@ -766,20 +510,10 @@ def cross_entropy(logits, targets):
     [array([[-0.5,  0.5]], dtype=float32)]"""
     logits = _tensor(logits)
     targets = _numpy(targets)
-    if logits.ndim != 2 or targets.shape != logits.shape[:1] or len(targets) == 0:
-        raise ShapeError(f"cross_entropy: logits {logits.shape} should be (batch, classes) and "
-                         f"targets {targets.shape} one class index per row")
-    n, classes = logits.shape
-    if targets.dtype.kind not in "iu":
-        raise ValueError(f"cross_entropy: targets must be integer class indices, not "
-                         f"{targets.dtype} numbers: pass the labels' integer array (Tensor(labels) "
-                         f"makes float32 of it)")
-    if targets.min() < 0 or targets.max() >= classes:
-        row = int(((targets < 0) | (targets >= classes)).argmax())
-        raise ValueError(f"cross_entropy: target {targets[row]} (row {row}) is not a class index: "
-                         f"logits {logits.shape} have {classes} classes, numbered 0..{classes - 1}")
+    _check_class_targets(logits, targets)  # (N, C) logits; N integer targets in 0..C-1
     _check_not_probabilities(logits)  # softmax before cross_entropy: a classic mistake
     log_probs = _log_softmax(logits.data, axis=1)
+    n = len(targets)
     rows = np.arange(n)
 
     def backward(g):
@@ -838,14 +572,9 @@ class Module:
     training = True
 
     def __call__(self, *inputs):
-        try:
+        with _shape_errors_named(self):  # a shape that does not fit names the layer too
             output = self.forward(*inputs)
-        except ShapeError as error:
-            if not hasattr(error, "layer"):  # the innermost layer names itself; outer ones do not
-                error.layer = self
-                error.args = (f"{self}: {error}",)
-            raise
-        _check_forward_output(self, output)
+        _check_forward_output(self, output)  # not None: a forward() that forgot its return
         return output
 
     def __repr__(self):  # its settings, as in PyTorch: Linear(in_features=784, out_features=10)
@@ -868,11 +597,7 @@ class Module:
             for name, value in _named_attributes(module):
                 if isinstance(value, Parameter):
                     names.setdefault(value, prefix + name)
-                elif isinstance(value, Tensor) and value.requires_grad and value.op is None:
-                    raise TypeError(f"{type(module).__name__}.{name} is a Tensor with "
-                                    f"requires_grad=True, which would never be learned: only "
-                                    f"Parameters are. Write self.{name} = Parameter(...), or give "
-                                    f"it requires_grad=False")
+                _check_not_a_plain_leaf(module, name, value)  # a Tensor that would never be learned
         return [(name, parameter) for parameter, name in names.items()]
 
     def parameters(self):
@@ -897,13 +622,7 @@ class Module:
     def load_state_dict(self, state):
         """Copy arrays into the parameters of the same names, once all names and shapes fit."""
         parameters = dict(self.named_parameters())
-        if parameters.keys() != state.keys():
-            raise KeyError(f"load_state_dict: missing {sorted(parameters.keys() - state.keys())}, "
-                           f"unexpected {sorted(state.keys() - parameters.keys())}")
-        for name, parameter in parameters.items():
-            if np.shape(state[name]) != parameter.shape:
-                raise ShapeError(f"load_state_dict: {name} is {np.shape(state[name])}, the model's "
-                                 f"{parameter.shape}")
+        _check_state(parameters, state)  # the same names and shapes: nothing half loaded
         for name, parameter in parameters.items():
             parameter.data[...] = state[name]  # in place, as PyTorch does
             parameter._version += 1
@@ -931,10 +650,8 @@ class Linear(Module):
         self.bias = _uniform_parameter((out_features,), in_features) if bias else None
 
     def forward(self, x):
-        x = _tensor(x, self.weight.dtype)
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
-            raise ShapeError(f"linear: input {x.shape} should be (batch, {self.in_features}), or "
-                             f"(..., {self.in_features}), for weight {self.weight.shape}")
+        x = _tensor(x, self.weight.dtype, "linear")
+        _check_linear_input(self, x)  # (..., in_features)
         a = x.data
         weight = self.weight.data
         data = a @ weight.T
@@ -953,35 +670,6 @@ class Linear(Module):
         parents = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
         return Tensor.from_op(data, parents, backward, "linear")
 
-class Conv2d(Module):
-    """conv2d with weight (out_channels, in_channels, k, k) initialized by _uniform_parameter."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        self.in_channels = _whole_number("Conv2d", "in_channels", in_channels, 1)
-        self.out_channels = _whole_number("Conv2d", "out_channels", out_channels, 1)
-        self.kernel_size = _whole_number("Conv2d", "kernel_size", kernel_size, 1)  # square kernels
-        self.stride = _whole_number("Conv2d", "stride", stride, 1)
-        self.padding = _whole_number("Conv2d", "padding", padding, 0)
-        kernel_size = self.kernel_size
-        self.weight = _uniform_parameter((out_channels, in_channels, kernel_size, kernel_size))
-        fan_in = in_channels * kernel_size ** 2
-        self.bias = _uniform_parameter((out_channels,), fan_in) if bias else None
-
-    def forward(self, x):
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding)
-
-class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None):
-        self.kernel_size = _whole_number("MaxPool2d", "kernel_size", kernel_size, 1)
-        self.stride = None if stride is None else _whole_number("MaxPool2d", "stride", stride, 1)
-
-    def forward(self, x):
-        return max_pool2d(x, self.kernel_size, self.stride)
-
-class Flatten(Module):
-    def forward(self, x):
-        return x.reshape(x.shape[0], -1)
-
 class ReLU(Module):
     def forward(self, x):
         return x.relu()
@@ -993,22 +681,6 @@ class Tanh(Module):
 class Sigmoid(Module):
     def forward(self, x):
         return x.sigmoid()
-
-class Dropout(Module):
-    """In training, zero each element with probability p and scale the others by 1/(1 - p)
-    ("inverted" dropout): the expected value stays the same, so that in eval mode x passes as is."""
-
-    def __init__(self, p=0.5):
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p, the probability of zeroing an element, must be in "
-                             f"[0, 1); got {p}")
-        self.p = p
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        keep = _rng.random(x.shape, dtype=np.float32) >= self.p
-        return x * (keep.astype(x.dtype) / (1 - self.p))
 
 class Sequential(Module):
     """Layers applied one after another."""
@@ -1027,17 +699,12 @@ class Optimizer:
     """What SGD and Adam share: the parameters, the learning rate lr, weight decay, and step()."""
 
     def __init__(self, params, lr, weight_decay):
-        if callable(params) and not isinstance(params, Module):
-            raise TypeError(f"{type(self).__name__}: got the method; call it: model.parameters()")
+        _check_optimizer_args(self, params, lr)  # parameters (not the method), and lr > 0
         if isinstance(params, Module):  # SGD(model) works too
             params = params.parameters()
         self.params = list(dict.fromkeys(params))  # each once, even if listed twice
         self.lr = lr
         self.weight_decay = weight_decay
-        if not self.params:
-            raise ValueError(f"{type(self).__name__}: no parameters given; pass model.parameters()")
-        if not lr > 0:
-            raise ValueError(f"{type(self).__name__}: the learning rate must be positive: lr={lr}")
 
     def zero_grad(self):
         for parameter in self.params:
@@ -1408,6 +1075,331 @@ def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=
     losses = losses[finite]
     return rates, losses, rates[losses.argmin()] / 10
 
+
+# ==== Part 2: more layers and tools. Convolution and pooling (for images), Dropout, seeing the
+# graph, a tensor as a number, finding a learning rate. The lesson above does not need them. ====
+
+# ---- the ops of network layers ----
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """Slide (out, in, kh, kw) filters over (batch, in, height, width) images, as PyTorch's conv2d:
+    with each image patch copied into a row of a matrix ("im2col"), all dot products are one matrix
+    product.  grad weight = g^T patches;  grad bias = the sum of g;  grad x = g filters, each row
+    added back onto the pixels of its patch ("col2im").
+    Inside, images are channels-last, (batch, height, width, channels), so that a patch's row and
+    each addition of col2im are contiguous in memory. The output is a (batch, channels, y, x) view
+    of such memory, which relu and max_pool2d keep: the next conv2d gets channels-last images free.
+    >>> x = np.arange(9.).reshape(1, 1, 3, 3)  # grad x: how many 2x2 patches hold each pixel
+    >>> gradients(conv2d, x, np.ones((1, 1, 2, 2)), [0.])[0].tolist()
+    [[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]"""
+    weight = _tensor(weight)
+    if weight.ndim != 4:
+        raise ShapeError(f"conv2d: weight {weight.shape} should be (out, in, kh, kw)")
+    x = _tensor(x, weight.dtype)
+    bias = None if bias is None else _tensor(bias, weight.dtype)
+    out_channels, channels, kh, kw = weight.shape
+    wrong_bias = bias is not None and bias.shape != (out_channels,)
+    if x.ndim != 4 or x.shape[1] != channels or wrong_bias:
+        raise ShapeError(f"conv2d: input {x.shape} should be (batch, {channels}, height, width) "
+                         f"for weight {weight.shape} (out, in, kh, kw) and bias ({out_channels},)")
+    stride = _whole_number("conv2d", "stride", stride, 1)
+    padding = _whole_number("conv2d", "padding", padding, 0)
+    n, _, h, w = x.shape
+    out_h = (h + 2 * padding - kh) // stride + 1
+    out_w = (w + 2 * padding - kw) // stride + 1
+    if min(out_h, out_w) < 1:
+        raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} "
+                         f"does not fit {x.shape}")
+    images = x.data.transpose(0, 2, 3, 1)  # (n, h, w, in): a view
+    if padding:
+        images = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(1, 2))
+    windows = windows[:, ::stride, ::stride]  # (n, out_h, out_w, in, kh, kw): a patch per pixel
+    if channels == 1:  # rows of kh*kw numbers copy slowly: copy along image rows, then transpose
+        patches = windows.transpose(3, 4, 5, 0, 1, 2).reshape(kh * kw, -1).T
+    else:  # the copy: (n*out_h*out_w, kh*kw*in), a row per output pixel, in (dy, dx, channel) order
+        patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * channels)
+    filters = weight.data.transpose(0, 2, 3, 1).copy()  # (out, kh, kw, in): in a patch's order
+    data = patches @ filters.reshape(out_channels, -1).T  # (n*out_h*out_w, out)
+    if bias is not None:
+        data += bias.data
+    data = data.reshape(n, out_h, out_w, out_channels).transpose(0, 3, 1, 2)  # (n, out, y, x) view
+
+    def backward(g):
+        g_rows = g.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (n*out_h*out_w, out)
+        grad_x = None
+        if x.requires_grad:  # the input images need no gradient: skip the col2im
+            grad_images = np.zeros(images.shape, g.dtype)  # (n, h + 2 padding, w + 2 padding, in)
+            for i, j in np.ndindex(kh, kw):  # pixel (i, j) of every patch gets g filters[:, i, j]
+                share = (g_rows @ filters[:, i, j]).reshape(n, out_h, out_w, channels)
+                grad_images[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += share
+            grad_x = grad_images[:, padding:padding + h, padding:padding + w].transpose(0, 3, 1, 2)
+        grad_weight = None
+        if weight.requires_grad:  # not frozen
+            grad_weight = (g_rows.T @ patches).reshape(filters.shape).transpose(0, 3, 1, 2).copy()
+        if bias is None:
+            return grad_x, grad_weight
+        grad_bias = np.ones(len(g_rows), g.dtype) @ g_rows  # the sum of the rows, fast with BLAS
+        return grad_x, grad_weight, grad_bias
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor.from_op(data, parents, backward, "conv2d")
+
+def max_pool2d(x, kernel_size, stride=None):
+    """The maximum of each kernel_size x kernel_size window (stride: kernel_size) of (batch,
+    channels, h, w) images.  grad x = g at the maximum of each window, else 0; on a tie, at the
+    first maximum only, as in PyTorch, whose pooling keeps the index of one maximum (Tensor.max
+    shares it among the tied ones instead, as torch.amax does).
+    >>> gradients(lambda x: max_pool2d(x, 2), [[[[1., 2.], [4., 3.]]]])[0].tolist()
+    [[[[0.0, 0.0], [1.0, 0.0]]]]"""
+    x = _tensor(x)
+    k = _whole_number("max_pool2d", "kernel_size", kernel_size, 1)  # square windows: one number
+    stride = k if stride is None else _whole_number("max_pool2d", "stride", stride, 1)
+    if x.ndim != 4 or not k <= min(x.shape[2:]):
+        raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) "
+                         f"with each side at least kernel_size={k}")
+    images = x.data
+    out_h = (x.shape[2] - k) // stride + 1
+    out_w = (x.shape[3] - k) // stride + 1
+    # for each offset (i, j) in a window: the rows and columns of the pixel at (i, j) of all windows
+    offsets = [(slice(i, i + stride * out_h, stride), slice(j, j + stride * out_w, stride))
+               for i, j in np.ndindex(k, k)]
+    planes = [images[:, :, rows, cols] for rows, cols in offsets]  # views (n, c, out_h, out_w)
+    data = planes[0].copy(order="K")  # K: in the input's memory order (channels-last after conv2d)
+    for plane in planes[1:]:  # k*k - 1 elementwise maxima of whole planes
+        np.maximum(data, plane, out=data)
+
+    def backward(g):
+        g_out = np.empty_like(data)  # g in the output's memory order: mixing orders is 2-3x slower
+        g_out[...] = g
+        grad = np.zeros_like(images)
+        taken = np.zeros_like(data, dtype=bool)  # the windows whose maximum got g already
+        for (rows, cols), plane in zip(offsets, planes):
+            is_max = plane == data
+            is_max &= ~taken  # a later maximum that ties with an earlier one gets nothing
+            taken |= is_max
+            if stride >= k:  # windows do not overlap: a pixel gets g from one window at most
+                np.multiply(g_out, is_max, out=grad[:, :, rows, cols])
+            else:
+                grad[:, :, rows, cols] += g_out * is_max
+        return (grad,)
+    return Tensor.from_op(data, (x,), backward, "max_pool2d")
+
+class Conv2d(Module):
+    """conv2d with weight (out_channels, in_channels, k, k) initialized by _uniform_parameter."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        self.in_channels = _whole_number("Conv2d", "in_channels", in_channels, 1)
+        self.out_channels = _whole_number("Conv2d", "out_channels", out_channels, 1)
+        self.kernel_size = _whole_number("Conv2d", "kernel_size", kernel_size, 1)  # square kernels
+        self.stride = _whole_number("Conv2d", "stride", stride, 1)
+        self.padding = _whole_number("Conv2d", "padding", padding, 0)
+        kernel_size = self.kernel_size
+        self.weight = _uniform_parameter((out_channels, in_channels, kernel_size, kernel_size))
+        fan_in = in_channels * kernel_size ** 2
+        self.bias = _uniform_parameter((out_channels,), fan_in) if bias else None
+
+    def forward(self, x):
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None):
+        self.kernel_size = _whole_number("MaxPool2d", "kernel_size", kernel_size, 1)
+        self.stride = None if stride is None else _whole_number("MaxPool2d", "stride", stride, 1)
+
+    def forward(self, x):
+        return max_pool2d(x, self.kernel_size, self.stride)
+
+class Flatten(Module):
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1)
+
+class Dropout(Module):
+    """In training, zero each element with probability p and scale the others by 1/(1 - p)
+    ("inverted" dropout): the expected value stays the same, so that in eval mode x passes as is."""
+
+    def __init__(self, p=0.5):
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p, the probability of zeroing an element, must be in "
+                             f"[0, 1); got {p}")
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = _rng.random(x.shape, dtype=np.float32) >= self.p
+        return x * (keep.astype(x.dtype) / (1 - self.p))
+
+# ---- seeing the graph ----
+def _closure_name(backward):
+    """An op's default name: the function its closure is written in ("cube" for a lambda in def
+    cube(a), whose __qualname__ is "cube.<locals>.<lambda>")."""
+    name = getattr(backward, "__qualname__", "op").rsplit(".<locals>", 1)[0]
+    return name.split(".")[-1]
+
+def _brief(array):
+    """An array in a few characters: its numbers if there are at most 4, else its norm."""
+    if array.size <= 4:
+        return np.array2string(array.ravel(), precision=4, separator=", ")
+    return f"norm {np.linalg.norm(array):.4g}"
+
+def _graph(self, params=None):
+    """The graph that computed this tensor, a line per tensor in the order backward() visits
+    them: its number, its op and inputs (a leaf: its name in params, a dict of name -> tensor
+    or a model), its shape, its value (the norm of a large one) and, once backward() has run,
+    the gradient that reached each leaf.
+    >>> w, b = Tensor([2.], requires_grad=True), Tensor([1.], requires_grad=True)
+    >>> x, y = Tensor([3.]), Tensor([10.])
+    >>> loss = ((w * x + b) - y) ** 2
+    >>> print(loss.graph({"w": w, "b": b, "x": x, "y": y}))
+    #1 pow(#2)      (1,)  [9.]
+    #2 sub(#3, #8)  (1,)  [-3.]
+    #3 add(#4, #7)  (1,)  [7.]
+    #4 mul(#5, #6)  (1,)  [6.]
+    #5 w            (1,)  [2.]   requires_grad
+    #6 x            (1,)  [3.]
+    #7 b            (1,)  [1.]   requires_grad
+    #8 y            (1,)  [10.]
+    >>> loss.backward()
+    >>> print(loss.graph({"w": w, "b": b, "x": x, "y": y}))
+    #1 pow(#2)      (1,)  [9.]
+    #2 sub(#3, #8)  (1,)  [-3.]
+    #3 add(#4, #7)  (1,)  [7.]
+    #4 mul(#5, #6)  (1,)  [6.]
+    #5 w            (1,)  [2.]   grad [-18.]
+    #6 x            (1,)  [3.]
+    #7 b            (1,)  [1.]   grad [-6.]
+    #8 y            (1,)  [10.]"""
+    if hasattr(params, "named_parameters"):  # graph(model) names its parameters too
+        params = params.named_parameters()
+    _check_graph_names(params)
+    names = {tensor: name for name, tensor in dict(params or {}).items()}
+    nodes = self._graph_order()
+    number = {node: f"#{i}" for i, node in enumerate(nodes, 1)}
+    rows = []
+    for node in nodes:
+        if node.op:
+            what = f"{node.op}({', '.join(number[parent] for parent in node._parents)})"
+        else:
+            what = names.get(node, "leaf")
+        if node.grad is not None:
+            gradient = f"grad {_brief(node.grad)}"
+        elif node.requires_grad and not node.op:
+            gradient = "requires_grad"
+        else:
+            gradient = ""
+        padded_number = number[node].ljust(len(number[nodes[-1]]))  # #9 above #10: aligned
+        rows.append([f"{padded_number} {what}", str(node.shape), _brief(node.data), gradient])
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths + [0]))
+             for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+Tensor.graph = _graph
+
+# ---- a tensor as a number, and comparisons, as in PyTorch (added to Tensor here, out of the
+# lesson's way) ----
+def _float(self):  # float(loss): a one-element tensor is a number
+    _check_one_number(self, "float")
+    return float(self.data.item())
+
+def _bool(self):  # `if t:` means the value, for one element; more are ambiguous
+    _check_one_number(self, "bool")
+    return bool(self.data.item())
+
+def _format(self, spec):  # f"{loss:.3f}" formats the number; f"{t}" shows the tensor
+    if not spec:
+        return str(self)
+    _check_one_number(self, "format")
+    return format(self.data.item(), spec)
+
+def _comparison(name, ufunc):
+    """==, <, ... elementwise: a tensor of bools, which has no gradient."""
+    def compare(self, other):
+        other = _tensor(other, self.dtype, name)
+        try:
+            return Tensor(ufunc(self.data, other.data), dtype=bool, copy=False)
+        except ValueError:
+            raise _broadcast_error(name, self.shape, other.shape) from None
+    return compare
+
+Tensor.__float__ = _float
+Tensor.__bool__ = _bool
+Tensor.__format__ = _format
+Tensor.__eq__ = _comparison("eq", np.equal)
+Tensor.__ne__ = _comparison("ne", np.not_equal)
+Tensor.__lt__ = _comparison("lt", np.less)
+Tensor.__le__ = _comparison("le", np.less_equal)
+Tensor.__gt__ = _comparison("gt", np.greater)
+Tensor.__ge__ = _comparison("ge", np.greater_equal)
+Tensor.__hash__ = object.__hash__  # still a dict key, by identity, as backward() needs
+
+
+# ==== Part 3: the guard rails. The checks that the lesson calls in one line each, their
+# messages, and fit()'s diagnoses of a run that fails. ====
+
+# ---- checks of the engine: what backward() and from_op() get ----
+def _check_from_op(parents, backward):
+    if not callable(backward):
+        raise TypeError(f"from_op: backward must be a function of g, not a "
+                        f"{type(backward).__name__}")
+    if not (isinstance(parents, tuple) and all(isinstance(p, Tensor) for p in parents)):
+        raise TypeError(f"from_op: parents must be a tuple of the Tensors the op computed data "
+                        f"from, such as (a,) or (a, b); got a {type(parents).__name__}")
+
+def _check_backward_start(tensor, grad):
+    if not tensor.requires_grad:
+        raise RuntimeError("backward: no input of this tensor had requires_grad=True "
+                           "(or it was computed inside no_grad)")
+    if grad is None and tensor.data.size != 1:
+        raise ShapeError(f"backward: output {tensor.shape} is not one number: pass grad= of its "
+                         f"shape, or .sum() it")
+    if grad is not None and np.shape(_numpy(grad)) != tensor.shape:
+        raise ShapeError(f"backward: grad has shape {np.shape(_numpy(grad))}, the output "
+                         f"{tensor.shape}")
+
+def _read_only(g):
+    """A read-only view of g: a closure that changed g in place (g *= 2) would change the other
+    gradients that share its memory; numpy then refuses, and _closure_errors_named says why."""
+    view = np.asarray(g).view()  # (asarray: numpy makes a sum of 0-d arrays a number)
+    view.flags.writeable = False
+    return view
+
+@contextlib.contextmanager
+def _closure_errors_named(node):
+    """numpy's "output array is read-only", from a closure, named: the op, the reason, the fix."""
+    try:
+        yield
+    except ValueError as error:
+        if "read-only" in str(error):
+            error.args = (f"backward of {node.op}: {error}: a closure must not change g in place "
+                          f"(g *= 2), other gradients may share it; compute a new array (g * 2)",)
+        raise
+
+def _check_closure_result(node, grads):
+    """A closure returns a tuple (or list) of one array, or None, per input of its op."""
+    if type(grads) not in (tuple, list) or len(grads) != len(node._parents):
+        got = type(grads).__name__
+        if type(grads) in (tuple, list):
+            got = f"{len(grads)} gradients"
+        raise TypeError(f"backward of {node.op}: returned {got}, not a tuple of "
+                        f"{len(node._parents)}, one gradient (or None) per input; for one "
+                        f"input, mind the comma: lambda g: (g * 2,)")
+    for grad in grads:
+        if isinstance(grad, Tensor):
+            raise TypeError(f"backward of {node.op}: returned a Tensor; return arrays "
+                            f"(b.data, not b)")
+
+def _check_broadcast_gradient(node, parent, grad):
+    """A gradient of another shape than its input's must be of the output's shape, for an input
+    broadcast to it: only then does summing it back (_unbroadcast) give the input's gradient."""
+    shape = np.shape(grad)
+    pairs = zip(parent.shape[::-1], shape[::-1])  # aligned from the right, as numpy broadcasts
+    fits = len(parent.shape) <= len(shape) and all(size in (1, out) for size, out in pairs)
+    if shape != node.shape or not fits:
+        k = next(k for k, input_ in enumerate(node._parents) if input_ is parent)
+        raise ShapeError(f"backward of {node.op}: input {k} has shape {parent.shape}, but its "
+                         f"gradient came back with shape {shape}; it must have the input's "
+                         f"shape (or the output's, {node.shape}, if the input was broadcast)")
+
 # ---- checks: each refuses a mistake with a message that names it and says what to do ----
 def _check_numbers(data, op):
     """Refuse what is not numbers (None, strings, objects, rows of different lengths), which numpy
@@ -1439,7 +1431,7 @@ def _check_numbers(data, op):
 
 def _check_can_require_grad(tensor):
     """Only floating tensors have gradients: an integer .grad would be rounded to whole numbers."""
-    if tensor.dtype.kind != "f":
+    if tensor.requires_grad and tensor.dtype.kind != "f":
         raise TypeError(f"requires_grad: a tensor of {tensor.dtype} cannot require a gradient, as "
                         f"in PyTorch (its gradient would be rounded to whole numbers); make it "
                         f"floating: Tensor(..., dtype=np.float32)")
@@ -1537,3 +1529,75 @@ def _check_not_probabilities(logits):
                          f"[0, 1] and summing to 1: does the model end with softmax? Remove it: "
                          f"cross_entropy applies log-softmax to raw scores itself, and a softmax "
                          f"before it makes the network learn slowly")
+
+def _check_matmul(a, b):
+    if min(a.ndim, b.ndim) < 2:
+        raise ShapeError(f"matmul: {a.shape} @ {b.shape}: each needs 2 or more axes; make a "
+                         f"vector (1, n)")
+    if a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"matmul: {a.shape} @ {b.shape}: inner dimensions {a.shape[-1]} and "
+                         f"{b.shape[-2]} differ")
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ShapeError(f"matmul: {a.shape} @ {b.shape}: batch axes {a.shape[:-2]} and "
+                         f"{b.shape[:-2]} do not broadcast") from None
+
+def _check_class_targets(logits, targets):
+    if logits.ndim != 2 or targets.shape != logits.shape[:1] or len(targets) == 0:
+        raise ShapeError(f"cross_entropy: logits {logits.shape} should be (batch, classes) and "
+                         f"targets {targets.shape} one class index per row")
+    classes = logits.shape[1]
+    if targets.dtype.kind not in "iu":
+        raise ValueError(f"cross_entropy: targets must be integer class indices, not "
+                         f"{targets.dtype} numbers: pass the labels' integer array (Tensor(labels) "
+                         f"makes float32 of it)")
+    if targets.min() < 0 or targets.max() >= classes:
+        row = int(((targets < 0) | (targets >= classes)).argmax())
+        raise ValueError(f"cross_entropy: target {targets[row]} (row {row}) is not a class index: "
+                         f"logits {logits.shape} have {classes} classes, numbered 0..{classes - 1}")
+
+@contextlib.contextmanager
+def _shape_errors_named(module):
+    """A ShapeError in module's forward() names the module: the innermost layer, not outer ones."""
+    try:
+        yield
+    except ShapeError as error:
+        if not hasattr(error, "layer"):
+            error.layer = module
+            error.args = (f"{module}: {error}",)
+        raise
+
+def _check_not_a_plain_leaf(module, name, value):
+    """A plain Tensor attribute with requires_grad=True would never be learned: only Parameters
+    are (PyTorch silently leaves it untrained)."""
+    plain = isinstance(value, Tensor) and not isinstance(value, Parameter)
+    if plain and value.requires_grad and value.op is None:
+        raise TypeError(f"{type(module).__name__}.{name} is a Tensor with requires_grad=True, "
+                        f"which would never be learned: only Parameters are. Write "
+                        f"self.{name} = Parameter(...), or give it requires_grad=False")
+
+def _check_state(parameters, state):
+    if parameters.keys() != state.keys():
+        raise KeyError(f"load_state_dict: missing {sorted(parameters.keys() - state.keys())}, "
+                       f"unexpected {sorted(state.keys() - parameters.keys())}")
+    for name, parameter in parameters.items():
+        if np.shape(state[name]) != parameter.shape:
+            raise ShapeError(f"load_state_dict: {name} is {np.shape(state[name])}, the model's "
+                             f"{parameter.shape}")
+
+def _check_linear_input(layer, x):
+    if x.ndim == 0 or x.shape[-1] != layer.in_features:
+        raise ShapeError(f"linear: input {x.shape} should be (batch, {layer.in_features}), or "
+                         f"(..., {layer.in_features}), for weight {layer.weight.shape}")
+
+def _check_optimizer_args(optimizer, params, lr):
+    name = type(optimizer).__name__
+    if callable(params) and not isinstance(params, Module):
+        raise TypeError(f"{name}: got the method; call it: model.parameters()")
+    if isinstance(params, Module):
+        params = params.parameters()
+    if isinstance(params, (list, tuple)) and not params:
+        raise ValueError(f"{name}: no parameters given; pass model.parameters()")
+    if not lr > 0:
+        raise ValueError(f"{name}: the learning rate must be positive: lr={lr}")
