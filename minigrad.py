@@ -1085,56 +1085,33 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     with each image patch copied into a row of a matrix ("im2col"), all dot products are one matrix
     product.  grad weight = g^T patches;  grad bias = the sum of g;  grad x = g filters, each row
     added back onto the pixels of its patch ("col2im").
-    Inside, images are channels-last, (batch, height, width, channels), so that a patch's row and
-    each addition of col2im are contiguous in memory. The output is a (batch, channels, y, x) view
-    of such memory, which relu and max_pool2d keep: the next conv2d gets channels-last images free.
     >>> x = np.arange(9.).reshape(1, 1, 3, 3)  # grad x: how many 2x2 patches hold each pixel
     >>> gradients(conv2d, x, np.ones((1, 1, 2, 2)), [0.])[0].tolist()
     [[[[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]]]"""
-    weight = _tensor(weight)
-    if weight.ndim != 4:
-        raise ShapeError(f"conv2d: weight {weight.shape} should be (out, in, kh, kw)")
-    x = _tensor(x, weight.dtype)
-    bias = None if bias is None else _tensor(bias, weight.dtype)
-    out_channels, channels, kh, kw = weight.shape
-    wrong_bias = bias is not None and bias.shape != (out_channels,)
-    if x.ndim != 4 or x.shape[1] != channels or wrong_bias:
-        raise ShapeError(f"conv2d: input {x.shape} should be (batch, {channels}, height, width) "
-                         f"for weight {weight.shape} (out, in, kh, kw) and bias ({out_channels},)")
+    weight = _tensor(weight, op="conv2d")
+    x = _tensor(x, weight.dtype, "conv2d")
+    bias = None if bias is None else _tensor(bias, weight.dtype, "conv2d")
     stride = _whole_number("conv2d", "stride", stride, 1)
     padding = _whole_number("conv2d", "padding", padding, 0)
+    _check_conv2d(x, weight, bias, stride, padding)  # (n, in, h, w) images that the filters fit
     n, _, h, w = x.shape
+    out_channels, channels, kh, kw = weight.shape
     out_h = (h + 2 * padding - kh) // stride + 1
     out_w = (w + 2 * padding - kw) // stride + 1
-    if min(out_h, out_w) < 1:
-        raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} "
-                         f"does not fit {x.shape}")
-    images = x.data.transpose(0, 2, 3, 1)  # (n, h, w, in): a view
-    if padding:
-        images = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(1, 2))
-    windows = windows[:, ::stride, ::stride]  # (n, out_h, out_w, in, kh, kw): a patch per pixel
-    if channels == 1:  # rows of kh*kw numbers copy slowly: copy along image rows, then transpose
-        patches = windows.transpose(3, 4, 5, 0, 1, 2).reshape(kh * kw, -1).T
-    else:  # the copy: (n*out_h*out_w, kh*kw*in), a row per output pixel, in (dy, dx, channel) order
-        patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * channels)
+    patches = _im2col(x.data, kh, kw, stride, padding)  # (n*out_h*out_w, kh*kw*in)
     filters = weight.data.transpose(0, 2, 3, 1).copy()  # (out, kh, kw, in): in a patch's order
     data = patches @ filters.reshape(out_channels, -1).T  # (n*out_h*out_w, out)
     if bias is not None:
         data += bias.data
     data = data.reshape(n, out_h, out_w, out_channels).transpose(0, 3, 1, 2)  # (n, out, y, x) view
 
-    def backward(g):
+    def backward(g):  # no product for what needs no gradient: the input images, frozen weights
         g_rows = g.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (n*out_h*out_w, out)
         grad_x = None
-        if x.requires_grad:  # the input images need no gradient: skip the col2im
-            grad_images = np.zeros(images.shape, g.dtype)  # (n, h + 2 padding, w + 2 padding, in)
-            for i, j in np.ndindex(kh, kw):  # pixel (i, j) of every patch gets g filters[:, i, j]
-                share = (g_rows @ filters[:, i, j]).reshape(n, out_h, out_w, channels)
-                grad_images[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += share
-            grad_x = grad_images[:, padding:padding + h, padding:padding + w].transpose(0, 3, 1, 2)
+        if x.requires_grad:
+            grad_x = _col2im(g_rows, filters, x.shape, stride, padding, (out_h, out_w))
         grad_weight = None
-        if weight.requires_grad:  # not frozen
+        if weight.requires_grad:
             grad_weight = (g_rows.T @ patches).reshape(filters.shape).transpose(0, 3, 1, 2).copy()
         if bias is None:
             return grad_x, grad_weight
@@ -1143,6 +1120,32 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     parents = (x, weight) if bias is None else (x, weight, bias)
     return Tensor.from_op(data, parents, backward, "conv2d")
 
+# Inside conv2d, images are channels-last, (batch, height, width, channels), so that a patch's row
+# and each addition of col2im are contiguous in memory. Its output is a (batch, channels, y, x) view
+# of such memory, which relu and max_pool2d keep: the next conv2d gets channels-last images free.
+def _im2col(images, kh, kw, stride, padding):
+    """(n, in, h, w) images as a matrix with a row per output pixel: the kh x kw x in numbers of
+    its patch, in (dy, dx, channel) order."""
+    images = images.transpose(0, 2, 3, 1)  # (n, h, w, in): a view
+    if padding:
+        images = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(1, 2))
+    windows = windows[:, ::stride, ::stride]  # (n, out_h, out_w, in, kh, kw): a patch per pixel
+    if images.shape[3] == 1:  # rows of kh*kw numbers copy slowly: copy along image rows, then .T
+        return windows.transpose(3, 4, 5, 0, 1, 2).reshape(kh * kw, -1).T
+    return windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * images.shape[3])  # the copy
+
+def _col2im(g_rows, filters, shape, stride, padding, out_size):
+    """The gradient of conv2d's (n, in, h, w) input: pixel (i, j) of every patch gets g_rows @
+    filters[:, i, j], one matrix product per offset (i, j) in a patch."""
+    n, channels, h, w = shape
+    (out_h, out_w), kh, kw = out_size, filters.shape[1], filters.shape[2]
+    grad = np.zeros((n, h + 2 * padding, w + 2 * padding, channels), g_rows.dtype)
+    for i, j in np.ndindex(kh, kw):
+        share = (g_rows @ filters[:, i, j]).reshape(n, out_h, out_w, channels)
+        grad[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride] += share
+    return grad[:, padding:padding + h, padding:padding + w].transpose(0, 3, 1, 2)
+
 def max_pool2d(x, kernel_size, stride=None):
     """The maximum of each kernel_size x kernel_size window (stride: kernel_size) of (batch,
     channels, h, w) images.  grad x = g at the maximum of each window, else 0; on a tie, at the
@@ -1150,12 +1153,10 @@ def max_pool2d(x, kernel_size, stride=None):
     shares it among the tied ones instead, as torch.amax does).
     >>> gradients(lambda x: max_pool2d(x, 2), [[[[1., 2.], [4., 3.]]]])[0].tolist()
     [[[[0.0, 0.0], [1.0, 0.0]]]]"""
-    x = _tensor(x)
+    x = _tensor(x, op="max_pool2d")
     k = _whole_number("max_pool2d", "kernel_size", kernel_size, 1)  # square windows: one number
     stride = k if stride is None else _whole_number("max_pool2d", "stride", stride, 1)
-    if x.ndim != 4 or not k <= min(x.shape[2:]):
-        raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) "
-                         f"with each side at least kernel_size={k}")
+    _check_max_pool2d(x, k)  # (n, c, h, w) images, each side at least k
     images = x.data
     out_h = (x.shape[2] - k) // stride + 1
     out_w = (x.shape[3] - k) // stride + 1
@@ -1601,3 +1602,20 @@ def _check_optimizer_args(optimizer, params, lr):
         raise ValueError(f"{name}: no parameters given; pass model.parameters()")
     if not lr > 0:
         raise ValueError(f"{name}: the learning rate must be positive: lr={lr}")
+
+def _check_conv2d(x, weight, bias, stride, padding):
+    if weight.ndim != 4:
+        raise ShapeError(f"conv2d: weight {weight.shape} should be (out, in, kh, kw)")
+    out_channels, channels, kh, kw = weight.shape
+    wrong_bias = bias is not None and bias.shape != (out_channels,)
+    if x.ndim != 4 or x.shape[1] != channels or wrong_bias:
+        raise ShapeError(f"conv2d: input {x.shape} should be (batch, {channels}, height, width) "
+                         f"for weight {weight.shape} (out, in, kh, kw) and bias ({out_channels},)")
+    if min(x.shape[2] + 2 * padding - kh, x.shape[3] + 2 * padding - kw) < 0:
+        raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} "
+                         f"does not fit {x.shape}")
+
+def _check_max_pool2d(x, k):
+    if x.ndim != 4 or not k <= min(x.shape[2:]):
+        raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) "
+                         f"with each side at least kernel_size={k}")
