@@ -1183,7 +1183,7 @@ class _Watch:
     Per step it costs a few comparisons; the checks walk the graph and copy the weights once in
     100 steps."""
 
-    def __init__(self, model, optimizer, X, y, loss_fn):
+    def __init__(self, model, optimizer, X, y, loss_fn, batch_size):
         self.inputs = _check_data(X, y)
         _check_optimizer(model, optimizer, "fit")
         self.model = model
@@ -1192,13 +1192,13 @@ class _Watch:
         self.params = [p for p in optimizer.params if id(p) in models]
         self.guessing = _guessing_loss(loss_fn, y)
         self.cross_entropy = loss_fn is cross_entropy
-        self.samples = len(X)
+        self.epoch_steps = math.ceil(len(X) / batch_size)
         self.first = None
         self.huge_start = None  # the likely cause of outputs that started huge
         self.peak = (-math.inf, 0, 0)  # the largest loss so far, its epoch and its step
         self.value = None
         self.steps = 0
-        self.seen = 0  # samples seen: the passes over the data are seen / samples
+        self.long = max(10000, 50 * math.ceil(len(X) / batch_size))  # steps: see the docstring
         self.recent = collections.deque(maxlen=200)  # the losses of the last 200 steps
         self.weights = None  # copies of the parameters, made at the last check
         self.dead_at_start = {}  # layer -> how many of its units output 0 at the first step
@@ -1209,7 +1209,6 @@ class _Watch:
     def before_step(self, output, loss, epoch, step):
         """Stop if the loss diverged; at the first step, warn if it starts huge."""
         self.value = loss
-        self.seen += len(output)
         if self.first is None:
             self._start(output, loss)
         scale = max(self.first, self.guessing or 0)  # so that a nearly perfect start is no scale
@@ -1264,10 +1263,10 @@ class _Watch:
 
     def _check(self, loss, epoch, step):
         losses = np.array(self.recent)
-        now = np.median(losses[-100:])  # a spike does not move a median much
-        falling = len(losses) == 200 and now < 0.99 * np.median(losses[:100])
+        now = losses[-100:].mean()  # a mean, as guessing's loss is: skewed losses have a lower median
+        falling = len(losses) == 200 and np.median(losses[-100:]) < 0.99 * np.median(losses[:100])
         guessing = self.guessing
-        at_guessing = now >= 0.97 * guessing if guessing is not None else not falling
+        at_guessing = now >= 0.9 * (self.first if guessing is None else guessing)
         if not at_guessing or falling:
             self.stuck_since = self.steps if not at_guessing else self.stuck_since
             self.suspect = None
@@ -1286,18 +1285,20 @@ class _Watch:
             return
         killed = [(layer, dead - self.dead_at_start.get(layer, 0), n) for layer, dead, n in units]
         killed = [(layer, k, n) for layer, k, n in killed if k >= n / 2]
-        passes = self.seen / self.samples
+        if self.peak[0] < 2 * max(self.first, guessing):  # no spike: no step that killed them
+            killed = []
         stuck = self.steps - self.stuck_since
-        seen = (f"the median loss of the last 100 steps was {now:.4g}, no better than "
+        passes = stuck / self.epoch_steps
+        seen = (f"the mean loss of the last 100 steps was {now:.4g}, no better than "
                 f"{guessing:.4g}, the loss of guessing from the targets alone")
         if killed:
             self.warned = True
             where = " and ".join(f"{k} of the {n} units after {layer}" for layer, k, n in killed)
             warnings.warn(f"at epoch {epoch}, step {step}, {seen}; {where} output 0 for every "
                           f"sample of the last batch, though they fired at the first step: they "
-                          f"were killed, most likely by a step too large. {self._rise()}Try "
+                          f"were killed, most likely by a step too large{self._rise()}. Try "
                           f"lr={self._smaller_rate():g}.", RuntimeWarning, stacklevel=4)
-        elif stuck >= 2000 and stuck >= 20 * self.samples / (self.seen / self.steps):
+        elif stuck >= self.long:
             self.warned = True
             warnings.warn(f"at epoch {epoch}, step {step}, {seen}, for {stuck} steps "
                           f"({passes:.0f} passes over the data), while the weights move "
@@ -1310,14 +1311,15 @@ class _Watch:
         peak, epoch, step = self.peak
         if peak <= self.first:
             return ""
-        return f"(The loss rose to {peak:.4g} at epoch {epoch}, step {step}.) "
+        return f" (the loss rose to {peak:.4g} at epoch {epoch}, step {step})"
 
     def _stop(self, found, all_dead, moved, now, epoch, step):
         lr = self.optimizer.lr
         message = (f"training stopped at epoch {epoch}, step {step}: the network cannot learn.\n  "
-                   f"Seen: the median loss of the last 100 steps was {now:.4g}, ")
+                   f"Seen: the mean loss of the last 100 steps was {now:.4g}, ")
         message += (f"no better than {self.guessing:.4g}, the loss of guessing from the targets "
-                     f"alone (ln C for C equal classes)" if self.guessing is not None else
+                     f"alone" + " (ln C for C equal classes)" * self.cross_entropy
+                     if self.guessing is not None else
                      "no lower than in the 100 steps before")
         if found == "still":
             raise NotLearningError(
@@ -1338,7 +1340,7 @@ class _Watch:
                 f"{born_dead[0]} below 0; the learning rate is not to blame.")
         raise NotLearningError(f"{message}The likely cause: the learning rate lr={lr:g} is too "
                                f"large: they fired at the first step and were killed, most likely "
-                               f"by a step too large. {self._rise()}", lr=self._smaller_rate())
+                               f"by a step too large{self._rise()}.", lr=self._smaller_rate())
 
     def _larger_rate(self):
         lr = self.optimizer.lr
@@ -1346,8 +1348,8 @@ class _Watch:
         return usual if usual and usual > lr * 10 else lr * 10
 
 def _dead_units(loss, model):
-    """(layer, dead units, units) for each ReLU in the graph of loss, where a unit (a feature or a
-    channel: axis 1) is dead if it output 0 for every sample; the layer is the one before it."""
+    """(layer, dead units, units) for each ReLU in the graph of loss right after a layer of the
+    model, where a unit (a feature or a channel: axis 1) is dead if it output 0 for every sample."""
     names = {parameter: name for name, parameter in model.named_parameters()}
     found = []
     for node in reversed(loss._graph_order()):  # from the input side: the first layer first
@@ -1356,7 +1358,9 @@ def _dead_units(loss, model):
         fires = (node.data > 0).any(axis=tuple(axis for axis in range(node.ndim) if axis != 1))
         layer_output = node._parents[0]
         weight = layer_output._parents[1] if layer_output.op in ("linear", "conv2d") else None
-        layer = names.get(weight, "an op").rsplit(".weight", 1)[0]
+        if weight not in names:  # not a layer of the model's: a ReLU in a loss, say a hinge
+            continue
+        layer = names[weight].rsplit(".weight", 1)[0]
         found.append((layer, int((~fires).sum()), fires.size))
     return found
 
@@ -1398,7 +1402,7 @@ def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_f
     rng = _rng if rng is None else np.random.default_rng(rng)
     X, y = _dataset(X, y)
     classes = _is_classes(y)  # once: a batch of targets in {-1, 1} may hold only 1s
-    watch = _Watch(model, optimizer, X, y, loss_fn) if check else None
+    watch = _Watch(model, optimizer, X, y, loss_fn, batch_size) if check else None
     live = verbose and sys.stdout.isatty()  # in a log file, one line per epoch
     steps = math.ceil(len(X) / batch_size)
     history = []
