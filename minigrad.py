@@ -1277,7 +1277,7 @@ class _Watch:
         self.weights = [p.data.copy() for p in self.params]
         units = _dead_units(loss, self.model)
         all_dead = [(layer, n) for layer, dead, n in units if dead == n]
-        found = "dead" if all_dead else "still" if moved < 1e-4 else None
+        found = "dead" if all_dead else "still" if moved < 1e-4 and self._pulled() else None
         if found and found == self.suspect:
             self._stop(found, all_dead, moved, now, epoch, step)
         self.suspect = found
@@ -1306,6 +1306,12 @@ class _Watch:
                           f"learned. Check that X and y belong together (shuffled together?)",
                           RuntimeWarning, stacklevel=4)
 
+    def _pulled(self):
+        """Whether a gradient is 1% of its parameter's size or more: weights that are still, yet so
+        pulled, are held back by the learning rate, not at a minimum (where gradients vanish)."""
+        return any(np.linalg.norm(p.grad) >= 0.01 * (np.linalg.norm(p.data) or 1)
+                   for p in self.params if p.grad is not None)
+
     def _rise(self):
         """Where the loss rose above its start, if it did."""
         peak, epoch, step = self.peak
@@ -1320,7 +1326,7 @@ class _Watch:
         message += (f"no better than {self.guessing:.4g}, the loss of guessing from the targets "
                      f"alone" + " (ln C for C equal classes)" * self.cross_entropy
                      if self.guessing is not None else
-                     "no lower than in the 100 steps before")
+                     f"no better than its first, {self.first:.4g}")
         if found == "still":
             raise NotLearningError(
                 f"{message}, and in the last 100 steps no parameter moved by more than "

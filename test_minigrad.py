@@ -1695,6 +1695,48 @@ def test_fit_with_lr_1000_raises_a_divergence_error_naming_epoch_step_and_learni
     assert any(value < 1000 for value in suggested), f"no smaller learning rate suggested in {message!r}"
 
 
+def test_the_advice_after_a_divergence_trains_in_one_go_and_names_lr_find():
+    # the old advice, a tenth of the rate, took one run per decade: 1e9, 1e8, 1e7, ...
+    X, y = blobs(320, seed=0)
+    for make, lr in [(mg.Adam, 1e9), (mg.SGD, 1e3)]:
+        mg.manual_seed(0)
+        model = mlp()
+        with pytest.raises(mg.DivergenceError) as info:
+            mg.fit(model, make(model.parameters(), lr=lr), X, y, epochs=2, batch_size=32, rng=0, verbose=False)
+        assert_mentions(str(info.value), f"lr={lr:g} is the likely cause", f"Try lr={info.value.lr:g}",
+                        "lr_find(model, optimizer, X, y)")
+        assert info.value.lr <= lr / 1000
+        assert info.value.advice("--lr {:g}", "--find-lr").endswith(f"Try --lr {info.value.lr:g}, or find a rate "
+                                                                     f"with --find-lr.")
+        mg.manual_seed(0)
+        model = mlp()
+        history = mg.fit(model, make(model.parameters(), lr=info.value.lr), X, y, epochs=30, batch_size=32, rng=0,
+                         verbose=False)
+        assert history[-1]["train_acc"] > 0.9
+
+
+def test_a_loss_that_explodes_to_a_large_finite_value_stops_at_1000_times_its_scale():
+    # SGD at twice the stable rate on a linear regression: each step multiplies the error by about -3, the loss by 9
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 4)).astype(np.float32)
+    y = X @ np.array([[1.0], [2.0], [-1.0], [0.5]], np.float32)
+    losses = []
+
+    def recorded(output, target):
+        loss = mg.mse_loss(output, target)
+        losses.append(loss.item())
+        return loss
+    mg.manual_seed(0)
+    model = mg.Linear(4, 1)
+    with pytest.raises(mg.DivergenceError) as info:
+        mg.fit(model, mg.SGD(model, lr=2.0), X, y, epochs=50, batch_size=256, loss_fn=recorded, verbose=False)
+    scale = max(losses[0], float(y.var()))
+    assert np.isfinite(losses[-1]) and losses[-1] > 1000 * scale and max(losses[:-1]) <= 1000 * scale
+    assert max(losses[:-1]) > 10 * scale  # it was exploding before: the threshold, not the first rise, stopped it
+    assert_mentions(str(info.value), f"step {len(losses)}" if len(losses) == 1 else "training diverged",
+                    f"over 1000 times {scale:.4g}", "lr=2 is the likely cause")
+
+
 def test_fit_stops_promptly_on_divergence_before_parameters_become_nan():
     model, message = divergent_run()
     step = int(re.search(r"step\D{0,3}(\d+)", message).group(1))
@@ -1766,14 +1808,41 @@ def test_evaluate_restores_the_training_mode(training):
     assert model.training == training and model.layers[2].training == training
 
 
-def test_fit_verbose_prints_progress_with_batch_counts_and_an_epoch_summary(capsys):
+def test_fit_verbose_prints_progress_with_batch_counts_and_an_epoch_summary_on_a_terminal(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     X, y = blobs(100, seed=0)
     model = mlp()
     mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, epochs=2, batch_size=32, rng=0, verbose=True)
     out = capsys.readouterr().out
-    assert re.search(r"batch \d+/4", out)  # 100 samples in batches of 32: 4 batches
+    assert re.search(r"\rbatch|\repoch \d/2 batch \d+/4", out)  # 100 samples in batches of 32: 4 batches
     summaries = [line for line in re.split(r"[\r\n]", out) if "loss" in line and "batch" not in line]
     assert len(summaries) == 2
+
+
+def test_fit_verbose_off_a_terminal_prints_one_line_per_epoch_for_a_log_file(capsys):
+    X, y = blobs(100, seed=0)
+    model = mlp()
+    mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, y, epochs=3, batch_size=32, rng=0, verbose=True)
+    out = capsys.readouterr().out  # pytest's capture is not a terminal, as `python mnist_demo.py | tee log` is not
+    assert "\r" not in out and "batch" not in out
+    assert [line.split()[:2] for line in out.splitlines()] == [["epoch", "1"], ["epoch", "2"], ["epoch", "3"]]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_targets_in_minus_one_plus_one_with_a_hinge_loss_train_and_evaluate_without_accuracy(batch_size):
+    # whether accuracy means something is decided once from all of y: a batch of only +1s looks like classes
+    X, y = blobs(64, seed=0, classes=2)
+    y = np.where(y == 1, 1, -1)
+
+    def hinge(output, targets):
+        return (1 - output * np.asarray(targets, np.float32)[:, None]).relu().mean()
+    mg.manual_seed(0)
+    model = mg.Linear(2, 1)
+    history = mg.fit(model, mg.SGD(model, lr=0.05), X, y, epochs=30, batch_size=batch_size, loss_fn=hinge,
+                     validation=(X, y), verbose=False)
+    assert "train_acc" not in history[-1] and "val_acc" not in history[-1]
+    loss, accuracy = mg.evaluate(model, X, y, batch_size=batch_size, loss_fn=hinge)
+    assert accuracy is None and loss < 0.2 and np.mean(np.sign(model(Tensor(X)).data[:, 0]) == y) > 0.95
 
 
 def test_fit_verbose_false_prints_nothing(capsys):
