@@ -2075,6 +2075,80 @@ def test_clinic_healthy_runs_neither_stop_nor_warn(name, data, make, options, re
     assert counted >= 2, f"{name}: only {counted} of 3 seeds reached the target unchecked"
 
 
+# ---- the clinic: sick runs must stop or warn, naming the real cause ----
+
+def same_rows(X, y):
+    return np.repeat(X[:1], len(X), axis=0), y
+
+
+def nan_target(X, y):
+    target = X[:, :1] * 2
+    target[3] = np.nan
+    return X, target
+
+
+def shuffled_apart(X, y):
+    return X, np.random.default_rng(1).permutation(y)
+
+
+SICK = [  # (name, data, model and optimizer, fit options, the error or warning, what it must say)
+    ("every input all zeros, Adam lr 1e-4", lambda: (np.zeros((512, 2), np.float32), blobs(512, 0)[1]),
+     lambda: (lambda m: (m, mg.Adam(m, lr=1e-4)))(mlp()), {}, ValueError,
+     ["all 512 samples of X are the same", "the inputs carry no information"]),
+    ("every input row the same", lambda: same_rows(*blobs(512, 0)),
+     lambda: (lambda m: (m, mg.Adam(m, lr=1e-3)))(mlp()), {}, ValueError,
+     ["samples of X are the same", "ranges", "carry no information"]),
+    ("a NaN in the targets, mse_loss", lambda: nan_target(*blobs(64, 0)),
+     lambda: (lambda m: (m, mg.SGD(m, lr=0.01)))(mg.Linear(2, 1)), dict(loss_fn=mg.mse_loss), ValueError,
+     ["1 samples of y hold NaN or infinite numbers", "y[3]"]),
+    ("the model made again after its optimizer", lambda: blobs(64, 0),
+     lambda: (mlp(), mg.SGD(mlp().parameters(), lr=0.01)), {}, ValueError,
+     ["the optimizer holds none of the model's parameters", "Make the optimizer after the model"]),
+    ("the same, with mse_loss", lambda: nan_target(*blobs(64, 0))[0:1] + (blobs(64, 0)[0][:, :1],),
+     lambda: (mg.Linear(2, 1), mg.SGD(mg.Linear(2, 1).parameters(), lr=0.01)), dict(loss_fn=mg.mse_loss), ValueError,
+     ["the optimizer holds none of the model's parameters"]),
+    ("lr far too large, SGD lr 1000", lambda: blobs(320, 0), lambda: (lambda m: (m, mg.SGD(m, lr=1e3)))(mlp()), {},
+     mg.DivergenceError, ["training diverged at epoch 1", "lr=1000 is the likely cause", "Try lr=0.01"]),
+    ("lr far too large, Adam lr 1e9", lambda: blobs(320, 0), lambda: (lambda m: (m, mg.Adam(m, lr=1e9)))(mlp()), {},
+     mg.DivergenceError, ["training diverged at epoch 1", "lr=1e+09 is the likely cause", "Try lr=0.001"]),
+    ("regression whose ReLUs a spike killed, SGD lr 0.15 momentum 0.9", regression,
+     lambda: (lambda m: (m, mg.SGD(m, lr=0.15, momentum=0.9)))(net(4, 16, 1)),
+     dict(loss_fn=mg.mse_loss), RuntimeWarning,
+     ["no better than", "the loss of guessing", "of the 16 units after layers.0", "killed", "step too large",
+      "the loss rose to", "Try lr=0.01"]),
+    ("the same at lr 0.2: the whole layer dies", regression,
+     lambda: (lambda m: (m, mg.SGD(m, lr=0.2, momentum=0.9)))(net(4, 16, 1)),
+     dict(loss_fn=mg.mse_loss), mg.NotLearningError,
+     ["cannot learn", "all 16 units after layers.0", "dead", "lr=0.2 is too large", "Try lr=0.01"]),
+    ("labels shuffled apart from the inputs, tanh, SGD lr 0.1", lambda: shuffled_apart(*blobs(2000, 0)),
+     lambda: (lambda m: (m, mg.SGD(m, lr=0.1)))(net(2, 16, 4, act=mg.Tanh)), dict(epochs=170), RuntimeWarning,
+     ["no better than", "the loss of guessing", "for 10000 steps", "nothing is learned",
+      "Check that X and y belong together"]),
+    ("the same with ReLUs, Adam lr 0.01", lambda: shuffled_apart(*blobs(2000, 0)),
+     lambda: (lambda m: (m, mg.Adam(m, lr=0.01)))(mlp()), dict(epochs=170), RuntimeWarning,
+     ["for 10000 steps", "Check that X and y belong together"]),
+]
+
+
+@pytest.mark.parametrize("name, data, make, options, alarm, fragments", SICK, ids=[case[0] for case in SICK])
+def test_clinic_sick_runs_stop_or_warn_naming_the_real_cause(name, data, make, options, alarm, fragments):
+    X, y = data()
+    mg.manual_seed(0)
+    model, optimizer = make()
+    options = {"epochs": 40, "batch_size": 32, "rng": 0, "verbose": False, **options}
+    if issubclass(alarm, Warning):
+        with pytest.warns(alarm) as warned:
+            mg.fit(model, optimizer, X, y, **options)
+        message = "\n".join(str(warning.message) for warning in warned)
+    else:
+        with pytest.raises(alarm) as info, warnings.catch_warnings(record=True):  # a warning may come first
+            mg.fit(model, optimizer, X, y, **options)
+        message = str(info.value)
+    assert_mentions(message, *fragments)
+    if not any("lr=" in fragment for fragment in fragments):  # the learning rate is blamed only where it is the cause
+        assert "learning rate" not in message and "lr=" not in message
+
+
 class Constant(mg.Module):
     """A model that ignores its input: it can only learn the class frequencies."""
 
@@ -2329,6 +2403,50 @@ def test_lr_find_raises_the_rate_exponentially_stops_when_the_loss_explodes_and_
     history = mg.fit(model, mg.SGD(model.parameters(), lr=suggestion), X, y, epochs=5, batch_size=32, rng=0,
                      verbose=False)
     assert history[-1]["train_acc"] > 0.9  # the suggestion trains
+
+
+def test_lr_find_leaves_the_gradient_of_a_parameter_left_out_of_the_optimizer_as_it_was():
+    X, y = blobs(160, seed=0)
+    model = mlp()
+    head = model.layers[2]
+    mg.fit(model, mg.SGD(model, lr=0.1), X, y, verbose=False)  # every parameter has a gradient
+    body_grad = model.layers[0].weight.grad
+    kept = body_grad.copy()
+    mg.lr_find(model, mg.Adam(head.parameters()), X, y, steps=30, batch_size=16)  # fine-tuning the head only
+    assert model.layers[0].weight.grad is body_grad and np.array_equal(body_grad, kept)
+
+
+def test_lr_find_searches_in_training_mode_as_fit_trains_and_puts_the_mode_back():
+    X, y = blobs(160, seed=0)
+    model = Probe(mlp(dropout=0.5)).eval()
+    model.inner.layers[0].train()  # a mixed state, put back exactly
+    mg.lr_find(model, mg.SGD(model.parameters(), lr=0.1), X, y, steps=20, batch_size=16)
+    assert model.calls and all(training for training, _, _ in model.calls)
+    assert [m.training for _, m in model.named_modules()] == [False, False, True, False, False, False]
+
+
+def test_lr_find_with_a_loss_below_zero_runs_its_course_and_suggests_a_rate_where_it_learned():
+    # a Gaussian negative log-likelihood with a fixed small variance goes below 0 as the fit improves
+    X = blobs(400, seed=0)[0] / 3
+    target = X @ np.array([[0.5], [-1.0]], np.float32)
+
+    def gaussian_nll(output, t):  # sigma = 0.1: ln(2 pi sigma^2) / 2 + squared error / (2 sigma^2)
+        return mg.mse_loss(output, t) * 50 + float(np.log(2 * np.pi * 0.01) / 2)
+    mg.manual_seed(0)
+    model = mg.Linear(2, 1)
+    rates, losses, suggestion = mg.lr_find(model, mg.SGD(model, lr=0.1), X, target, start=1e-4, end=100,
+                                           steps=100, batch_size=32, loss_fn=gaussian_nll)
+    assert losses.min() < 0
+    old_stop = next(i for i in range(len(losses)) if losses[i] > 4 * losses[:i + 1].min())  # once below 0
+    assert len(losses) > old_stop + 1 and losses[-1] > losses.min() + 0.5  # it ran on to the explosion
+    assert suggestion == pytest.approx(rates[losses.argmin()] / 10)
+    assert losses[np.searchsorted(rates, suggestion)] < losses[0] / 2  # a rate at which it learned
+
+
+def test_lr_find_refuses_an_optimizer_made_for_another_model():
+    X, y = blobs(64, seed=0)
+    with pytest.raises(ValueError, match="the optimizer holds none of the model's parameters"):
+        mg.lr_find(mlp(), mg.SGD(mlp().parameters(), lr=0.1), X, y, steps=20)
 
 
 def test_the_readmes_map_of_minigrad_py_matches_the_file():
