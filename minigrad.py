@@ -1150,9 +1150,11 @@ def _check_data(X, y):
                                ("y", y, y.dtype.kind not in "fc" or np.isfinite(y).all())):
         if not finite:
             bad = ~np.isfinite(data.reshape(len(data), -1)).all(axis=1)
-            raise ValueError(f"fit: {bad.sum()} samples of {name} hold NaN or infinite numbers "
-                             f"(the first is {name}[{bad.argmax()}]): every loss would be NaN; "
-                             f"fix or drop them")
+            count = f"{bad.sum()} samples of {name} hold"
+            if bad.sum() == 1:
+                count = f"1 sample of {name} holds"
+            raise ValueError(f"fit: {count} NaN or infinite numbers (the first is {name}"
+                             f"[{bad.argmax()}]): every loss would be NaN; fix or drop them")
     if len(X) > 1 and np.array_equal(X[0], X[-1]) and (X == X[0]).all():
         raise ValueError(f"fit: all {len(X)} samples of X are the same (each is X[0], which ranges "
                          f"{X[0].min():.4g}..{X[0].max():.4g}): the inputs carry no information, "
@@ -1263,7 +1265,7 @@ class _Watch:
 
     def _check(self, loss, epoch, step):
         losses = np.array(self.recent)
-        now = losses[-100:].mean()  # a mean, as guessing's loss is: skewed losses have a lower median
+        now = losses[-100:].mean()  # a mean, as guessing's is: skewed losses have a lower median
         falling = len(losses) == 200 and np.median(losses[-100:]) < 0.99 * np.median(losses[:100])
         guessing = self.guessing
         at_guessing = now >= 0.9 * (self.first if guessing is None else guessing)
@@ -1302,8 +1304,8 @@ class _Watch:
             self.warned = True
             warnings.warn(f"at epoch {epoch}, step {step}, {seen}, for {stuck} steps "
                           f"({passes:.0f} passes over the data), while the weights move "
-                          f"({moved:.2%} in the last 100 steps) and the units fire: nothing is "
-                          f"learned. Check that X and y belong together (shuffled together?)",
+                          f"({moved:.2%} in the last 100 steps): nothing is learned. Check that X "
+                          f"and y belong together (shuffled together?)",
                           RuntimeWarning, stacklevel=4)
 
     def _pulled(self):

@@ -2119,7 +2119,7 @@ SICK = [  # (name, data, model and optimizer, fit options, the error or warning,
      ["samples of X are the same", "ranges", "carry no information"]),
     ("a NaN in the targets, mse_loss", lambda: nan_target(*blobs(64, 0)),
      using(mg.SGD, 0.01, lambda: mg.Linear(2, 1)), dict(loss_fn=mg.mse_loss), ValueError,
-     ["1 samples of y hold NaN or infinite numbers", "y[3]"]),
+     ["1 sample of y holds NaN or infinite numbers", "y[3]"]),
     ("the model made again after its optimizer", lambda: blobs(64, 0),
      lambda: (mlp(), mg.SGD(mlp().parameters(), lr=0.01)), {}, ValueError,
      ["the optimizer holds none of the model's parameters", "Make the optimizer after the model"]),
@@ -2261,8 +2261,9 @@ def test_accuracy_is_reported_only_where_the_output_is_a_score_per_class():
     (lambda y: y[:, None], "one class index per row")], ids=["float32 Tensor", "negative", "column"])
 def test_wrong_targets_get_cross_entropys_message_not_numpys(targets, fragment):
     X, y = blobs(64, seed=0)
+    model = mlp()
     with pytest.raises(ValueError, match=re.escape(fragment)):
-        mg.fit(mlp(), mg.SGD(mlp().parameters(), lr=0.1), X, targets(y), verbose=False)
+        mg.fit(model, mg.SGD(model.parameters(), lr=0.1), X, targets(y), verbose=False)
 
 
 def test_inputs_that_are_nan_or_infinite_are_named_before_training():
