@@ -1170,18 +1170,19 @@ def _usual_rate(optimizer):
     return None
 
 class _Watch:
-    """fit()'s checks, so that a run that fails says what it saw and the likely cause; every alarm
-    must be right, so a run stops only on evidence that it is broken or cannot recover.
-    Refused before the first step: inputs or targets that are NaN or infinite, inputs all the same,
-    an optimizer that holds none of the model's parameters.
-    Before each step, stop: a loss that is NaN, infinite or 1000 times its scale (the larger of its
-    first value and the loss of guessing). Warn: a first loss over 3 ln C (outputs start huge).
-    Every 100 steps, stop when, at two checks in a row, the loss stayed at guessing's (or, for other
-    losses, fell no further) and either every unit of a layer output 0 for the whole batch (dead:
-    no gradient flows through it again) or no weight moved by 0.01% in 100 steps (0.3% and more in
-    the healthy runs measured). Warn, once: half of a layer's units killed (alive at the first step)
-    with the loss at guessing; or the loss at guessing for 20 passes over the data and 2,000 steps
-    (the healthy runs measured, XOR included, leave it within 1,200 steps).
+    """fit()'s checks, so that a run that fails says what it saw and the likely cause. An alarm must
+    be right: a run stops only on evidence that it is broken or cannot recover, never for being
+    "not better yet" (small sigmoid networks sit at guessing's loss for 2,200 steps, then learn).
+    Refused before the first step: NaN or infinite inputs or targets, inputs all the same, an
+    optimizer that holds none of the model's parameters.
+    Stopped before a step: a loss that is NaN, infinite or 1000 times its scale (the larger of its
+    first value and the loss of guessing). Warned at the first: a loss over 3 ln C, C outputs.
+    Every 100 steps, stopped when at two checks in a row the mean loss of the last 100 steps is at
+    guessing's (90% of it; without a guessing loss, of the first loss) and either every unit of a
+    layer output 0 for the whole batch (dead: no gradient flows through it again) or no weight moved
+    by 0.01% in 100 steps while a gradient pulls (the healthy runs measured: 0.47% and more).
+    Warned once, with the loss at guessing's: half of a layer's units killed (alive at the first
+    step) after a spike of the loss; or 10,000 steps and 50 passes over the data at guessing's.
     Per step it costs a few comparisons; the checks walk the graph and copy the weights once in
     100 steps."""
 
