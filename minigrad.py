@@ -1410,6 +1410,7 @@ def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_f
     loss_fn = loss_fn or cross_entropy
     rng = _rng if rng is None else np.random.default_rng(rng)
     X, y = _dataset(X, y)
+    batches(X, y, batch_size, shuffle=False)  # checks batch_size now, before it is divided by
     classes = _is_classes(y)  # once: a batch of targets in {-1, 1} may hold only 1s
     watch = _Watch(model, optimizer, X, y, loss_fn, batch_size) if check else None
     live = verbose and sys.stdout.isatty()  # in a log file, one line per epoch
