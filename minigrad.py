@@ -1201,7 +1201,7 @@ class _Watch:
         self.peak = (-math.inf, 0, 0)  # the largest loss so far, its epoch and its step
         self.value = None
         self.steps = 0
-        self.long = max(10000, 50 * math.ceil(len(X) / batch_size))  # steps: see the docstring
+        self.long = max(10000, 50 * self.epoch_steps)  # steps at guessing's: see the docstring
         self.recent = collections.deque(maxlen=200)  # the losses of the last 200 steps
         self.weights = None  # copies of the parameters, made at the last check
         self.dead_at_start = {}  # layer -> how many of its units output 0 at the first step
@@ -1333,7 +1333,7 @@ class _Watch:
         if found == "still":
             raise NotLearningError(
                 f"{message}, and in the last 100 steps no parameter moved by more than "
-                f"{moved * 100:.2g}% of its size (in healthy training, 0.3% and more).\n  "
+                f"{moved * 100:.2g}% of its size (in the healthy runs measured, 0.4% and more).\n  "
                 f"The likely cause: the learning rate lr={lr:g} is too small.",
                 lr=self._larger_rate())
         where = " and ".join(f"all {n} units after {layer}" for layer, n in all_dead)
@@ -1346,7 +1346,7 @@ class _Watch:
             raise NotLearningError(
                 f"{message}The likely cause: they were dead from the first step, so the inputs "
                 f"(ranging {low:.4g}..{high:.4g}) or the initial weights leave every unit of "
-                f"{born_dead[0]} below 0; the learning rate is not to blame.")
+                f"{born_dead[0]} below 0: fix those, not the step size.")
         raise NotLearningError(f"{message}The likely cause: the learning rate lr={lr:g} is too "
                                f"large: they fired at the first step and were killed, most likely "
                                f"by a step too large{self._rise()}.", lr=self._smaller_rate())

@@ -2110,6 +2110,12 @@ def shuffled_apart(X, y):
     return X, np.random.default_rng(1).permutation(y)
 
 
+def born_dead():
+    model = mlp()
+    model.layers[0].bias.data.fill(-50.0)  # every unit of the first layer below 0 for every input
+    return model, mg.Adam(model, lr=1e-3)
+
+
 SICK = [  # (name, data, model and optimizer, fit options, the error or warning, what it must say)
     ("every input all zeros, Adam lr 1e-4", lambda: (np.zeros((512, 2), np.float32), blobs(512, 0)[1]),
      using(mg.Adam, 1e-4, lambda: mlp()), {}, ValueError,
@@ -2139,6 +2145,10 @@ SICK = [  # (name, data, model and optimizer, fit options, the error or warning,
      using(mg.SGD, 0.2, lambda: net(4, 16, 1), momentum=0.9),
      dict(loss_fn=mg.mse_loss), mg.NotLearningError,
      ["cannot learn", "all 16 units after layers.0", "dead", "lr=0.2 is too large", "Try lr=0.01"]),
+    ("a custom initialization that leaves every ReLU below 0 (biases at -50), Adam", lambda: blobs(512, 0),
+     born_dead, {},
+     mg.NotLearningError, ["all 16 units after layers.0", "dead", "dead from the first step", "initial weights",
+                           "not the step size"]),
     ("labels shuffled apart from the inputs, tanh, SGD lr 0.1", lambda: shuffled_apart(*blobs(2000, 0)),
      using(mg.SGD, 0.1, lambda: net(2, 16, 4, act=mg.Tanh)), dict(epochs=170), RuntimeWarning,
      ["no better than", "the loss of guessing", "for 10000 steps", "nothing is learned",
