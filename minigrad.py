@@ -1267,7 +1267,9 @@ class _Watch:
     def _check(self, loss, epoch, step):
         losses = np.array(self.recent)
         now = losses[-100:].mean()  # a mean, as guessing's is: skewed losses have a lower median
-        falling = len(losses) == 200 and np.median(losses[-100:]) < 0.99 * np.median(losses[:100])
+        falling = False  # the median of the last 100 steps below that of the 100 before (np.median
+        if len(losses) == 200:  # would import numpy.ma, 15 ms, at its first call)
+            falling = np.sort(losses[100:])[50] < 0.99 * np.sort(losses[:100])[50]
         guessing = self.guessing
         at_guessing = now >= 0.9 * (self.first if guessing is None else guessing)
         if not at_guessing or falling:
