@@ -617,7 +617,8 @@ def main(argv=None):
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
     except DivergenceError as error:
-        print(f"\nerror: {error}", file=sys.stderr)  # on a line of its own, after fit's progress line
+        # on a line of its own, after fit's progress line; the advice names the demo's options
+        print(f"\nerror: {error.advice('--lr {:g}', '--find-lr')}", file=sys.stderr)
     except OSError as error:  # e.g. --save into a folder that does not exist
         print(f"error: {error}", file=sys.stderr)
     except KeyboardInterrupt:
