@@ -15,6 +15,7 @@ import contextlib
 import copy
 import math
 import numbers
+import sys
 import time
 import warnings
 
@@ -761,30 +762,7 @@ class Adam(Optimizer):
         v += (1 - b2) * (g * g - v)
         w -= self.lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + self.eps)
 
-# ---- training loop ----
-class DivergenceError(RuntimeError):
-    """fit() stopped: the loss became NaN or infinite, or exploded; the message says why. lr is the
-    learning rate to try next, or None if the rate is not the cause."""
-
-    def __init__(self, message, lr=None):
-        super().__init__(message)
-        self.lr = lr
-
-    def __str__(self):
-        return self.advice()
-
-    def advice(self, rate="lr={:g}", finder="lr_find(model, optimizer, X, y)"):
-        """The message, ending with what to try, said in Python; a command line says it with its
-        options: advice("--lr {:g}", "--find-lr")."""
-        if self.lr is None:
-            return self.args[0]
-        return f"{self.args[0]} Try {rate.format(self.lr)}, or find a rate with {finder}."
-
-class NotLearningError(DivergenceError):
-    """fit() stopped: the network cannot learn any more (a layer whose units all output 0, or
-    weights that do not move). A kind of divergence (except DivergenceError catches both), often its
-    aftermath: a step too large can leave units that never fire again."""
-
+# ---- training: mini-batches, the training loop, evaluation ----
 def _dataset(X, y, caller="fit"):
     """X and y as numpy arrays, from arrays, lists or Tensors (X with Tensor's rules of dtype)."""
     X = Tensor(X, copy=False).data
@@ -816,6 +794,27 @@ def _correct(output, y):
         return None
     return int((output.data.argmax(axis=1) == y).sum())
 
+class _Tally:
+    """An epoch's running sums: the loss over its samples and, where accuracy means something, how
+    many rows had their largest score at their target class."""
+
+    def __init__(self, y):
+        self.samples = 0
+        self.loss = 0.0  # the sum of the samples' losses
+        self.correct = 0 if _is_classes(y) else None  # decided once, from all of y
+
+    def add(self, output, yb, loss):
+        """A batch: its outputs, its targets and its mean loss."""
+        self.samples += len(yb)
+        self.loss += loss * len(yb)
+        right = None if self.correct is None else _correct(output, yb)
+        self.correct = None if right is None else self.correct + right
+
+    def means(self):
+        """The mean loss, and the accuracy (None where it means nothing)."""
+        accuracy = None if self.correct is None else self.correct / self.samples
+        return self.loss / self.samples, accuracy
+
 def evaluate(model, X, y, batch_size=1000, loss_fn=None):
     """(mean loss, accuracy) on (X, y): in eval mode, without a graph, a chunk at a time. The
     accuracy is None unless y holds class indices and the model gives a score per class.
@@ -825,300 +824,18 @@ def evaluate(model, X, y, batch_size=1000, loss_fn=None):
     X, y = _dataset(X, y, "evaluate")
     was_training = model.training
     model.eval()
-    total_loss = 0.0
-    correct = 0 if _is_classes(y) else None
+    tally = _Tally(y)
     with no_grad():
         for xb, yb in batches(X, y, batch_size, shuffle=False):
             output = model(Tensor(xb, copy=False))
-            total_loss += loss_fn(output, yb).item() * len(xb)
-            if correct is not None:
-                right = _correct(output, yb)
-                correct = None if right is None else correct + right
+            tally.add(output, yb, loss_fn(output, yb).item())
     model.train(was_training)
-    if correct is None:
-        return total_loss / len(X), None
-    return total_loss / len(X), correct / len(X)
-
-def _guessing_loss(loss_fn, y):
-    """The loss of a model that ignores its inputs and predicts from the targets alone: for
-    cross_entropy, their class frequencies p, whose loss is their entropy -sum p ln p (ln C for C
-    equally common classes); for mse_loss, their mean, whose loss is their variance. Else None."""
-    if loss_fn is cross_entropy and _is_classes(y):
-        shares = np.bincount(y) / len(y)
-        shares = shares[shares > 0]
-        if len(shares) < 2:  # one class: nothing to learn, and no loss below 0
-            return None
-        return float(-(shares * np.log(shares)).sum())
-    if loss_fn is mse_loss:
-        return float(y.var(axis=0).mean())
-    return None  # another loss (even one built on these: `is` compares the functions themselves)
-
-def _check_optimizer(model, optimizer, where):
-    """Refuse an optimizer that holds none of the model's parameters: it would train nothing."""
-    if not set(map(id, optimizer.params)) & set(map(id, model.parameters())):
-        raise ValueError(f"{where}: the optimizer holds none of the model's parameters, so no step "
-                         f"changes the model: it was made for other parameters (running again the "
-                         f"line that makes the model makes new ones). Make the optimizer after the "
-                         f"model: {type(optimizer).__name__}(model.parameters(), ...)")
-
-def _check_data(X, y):
-    """Refuse what no training can use: NaN or infinite inputs or targets, identical inputs."""
-    low, high = X.min(), X.max()  # NaN if any number is NaN, infinite if any is
-    for name, data, finite in (("X", X, np.isfinite(low) and np.isfinite(high)),
-                               ("y", y, y.dtype.kind not in "fc" or np.isfinite(y).all())):
-        if not finite:
-            bad = ~np.isfinite(data.reshape(len(data), -1)).all(axis=1)
-            count = f"{bad.sum()} samples of {name} hold"
-            if bad.sum() == 1:
-                count = f"1 sample of {name} holds"
-            raise ValueError(f"fit: {count} NaN or infinite numbers (the first is {name}"
-                             f"[{bad.argmax()}]): every loss would be NaN; fix or drop them")
-    if len(X) > 1 and np.array_equal(X[0], X[-1]) and (X == X[0]).all():
-        raise ValueError(f"fit: all {len(X)} samples of X are the same (each is X[0], which ranges "
-                         f"{X[0].min():.4g}..{X[0].max():.4g}): the inputs carry no information, "
-                         f"so nothing can be learned from them; check how X was made")
-    return low, high
-
-def _usual_rate(optimizer):
-    """A learning rate that trains most small networks with this optimizer; None for others."""
-    if isinstance(optimizer, Adam):
-        return 1e-3
-    if isinstance(optimizer, SGD):
-        return 0.01
-    return None
-
-class _Watch:
-    """fit()'s checks, so that a run that fails says what it saw and the likely cause. An alarm must
-    be right: a run stops only on evidence that it is broken or cannot recover, never for being
-    "not better yet" (small sigmoid networks sit at guessing's loss for 2,200 steps, then learn).
-    Refused before the first step: NaN or infinite inputs or targets, inputs all the same, an
-    optimizer that holds none of the model's parameters.
-    Stopped before a step: a loss that is NaN, infinite or 1000 times its scale (the larger of its
-    first value and the loss of guessing). Warned at the first: a loss over 3 ln C, C outputs.
-    Every 100 steps, stopped when at two checks in a row the mean loss of the last 100 steps is at
-    guessing's (90% of it; without a guessing loss, of the first loss) and either every unit of a
-    layer output 0 for the whole batch (dead: no gradient flows through it again) or no weight moved
-    by 0.01% in 100 steps while a gradient pulls (the healthy runs measured: 0.47% and more).
-    Warned once, with the loss at guessing's: half of a layer's units killed (alive at the first
-    step) after a spike of the loss; or 10,000 steps and 50 passes over the data at guessing's.
-    Its cost, counted by callgrind: 0.5-0.7% of the instructions of a W1 step at batch 16 (a few
-    comparisons a step; the graph walked and the weights copied once in 100 steps)."""
-
-    def __init__(self, model, optimizer, X, y, loss_fn, batch_size):
-        self.inputs = _check_data(X, y)
-        _check_optimizer(model, optimizer, "fit")
-        self.model = model
-        self.optimizer = optimizer
-        models = set(map(id, model.parameters()))
-        self.params = [p for p in optimizer.params if id(p) in models]
-        self.guessing = _guessing_loss(loss_fn, y)
-        self.cross_entropy = loss_fn is cross_entropy
-        self.epoch_steps = math.ceil(len(X) / batch_size)
-        self.first = None
-        self.huge_start = None  # the likely cause of outputs that started huge
-        self.peak = (-math.inf, 0, 0)  # the largest loss so far, its epoch and its step
-        self.value = None
-        self.steps = 0
-        self.long = max(10000, 50 * self.epoch_steps)  # steps at guessing's: see the docstring
-        self.recent = collections.deque(maxlen=200)  # the losses of the last 200 steps
-        self.weights = None  # copies of the parameters, made at the last check
-        self.dead_at_start = {}  # layer -> how many of its units output 0 at the first step
-        self.suspect = None  # what the last check found, confirmed if the next finds it again
-        self.stuck_since = 0  # the step since which the loss has stayed at guessing's
-        self.warned = False
-
-    def before_step(self, output, loss, epoch, step):
-        """Stop if the loss diverged; at the first step, warn if it starts huge."""
-        self.value = loss
-        if self.first is None:
-            self._start(output, loss)
-        scale = max(self.first, self.guessing or 0)  # so that a nearly perfect start is no scale
-        if math.isfinite(loss) and (scale <= 0 or loss <= 1000 * scale):
-            if loss > self.peak[0]:
-                self.peak = (loss, epoch, step)
-            return
-        seen = f"the loss is {loss:.4g}"
-        if math.isfinite(loss):
-            seen += f", over 1000 times {scale:.4g}, the larger of its start and of guessing"
-        lr = self.optimizer.lr
-        message = f"training diverged at epoch {epoch}, step {step}: {seen}.\n  "
-        if self.huge_start:
-            raise DivergenceError(message + self.huge_start)
-        raise DivergenceError(message + f"The learning rate lr={lr:g} is the likely cause.",
-                              lr=self._smaller_rate())
-
-    def _start(self, output, loss):
-        """The first step: the first loss, and a warning if it is far above ln C."""
-        self.first = loss
-        classes = output.shape[1] if output.ndim == 2 else 0  # C is the width of the output
-        if not self.cross_entropy or classes < 2 or loss <= 3 * math.log(classes):
-            return
-        low, high = self.inputs
-        if max(-low, high) > 10:
-            self.huge_start = (f"The likely cause: the inputs range {low:.4g}..{high:.4g}. Scale "
-                               f"them to about 0..1 (images of 0..255: divide by 255).")
-        else:
-            self.huge_start = (f"The inputs range {low:.4g}..{high:.4g}, which is fine: the likely "
-                               f"cause is the initial weights (a custom initialization?), or a "
-                               f"model trained on other targets.")
-        warnings.warn(f"the first loss, {loss:.4g}, is {loss / math.log(classes):.0f} times ln C = "
-                      f"{math.log(classes):.4g}, that of an untrained network with C = {classes} "
-                      f"outputs: the outputs start huge. {self.huge_start}", RuntimeWarning,
-                      stacklevel=4)
-
-    def _smaller_rate(self):
-        lr = self.optimizer.lr
-        usual = _usual_rate(self.optimizer)
-        return usual if usual and usual < lr / 10 else lr / 10
-
-    def after_step(self, loss, epoch, step):
-        """Every 100 steps, judge the last 100 (see the class's docstring). loss is this step's:
-        its graph holds the units."""
-        self.steps += 1
-        self.recent.append(self.value)
-        if self.steps == 1:
-            self.dead_at_start = {layer: dead for layer, dead, _ in _dead_units(loss, self.model)}
-            self.weights = [p.data.copy() for p in self.params]
-        if self.steps % 100 == 0:
-            self._check(loss, epoch, step)
-
-    def _check(self, loss, epoch, step):
-        losses = np.array(self.recent)
-        now = losses[-100:].mean()  # a mean, as guessing's is: skewed losses have a lower median
-        falling = False  # the median of the last 100 steps below that of the 100 before (np.median
-        if len(losses) == 200:  # would import numpy.ma, 15 ms, at its first call)
-            falling = np.sort(losses[100:])[50] < 0.99 * np.sort(losses[:100])[50]
-        guessing = self.guessing
-        at_guessing = now >= 0.9 * (self.first if guessing is None else guessing)
-        if not at_guessing or falling:
-            self.stuck_since = self.steps if not at_guessing else self.stuck_since
-            self.suspect = None
-            self.weights = [p.data.copy() for p in self.params]
-            return
-        moved = max(np.linalg.norm(p.data - w) / (np.linalg.norm(w) or 1)
-                    for p, w in zip(self.params, self.weights))
-        self.weights = [p.data.copy() for p in self.params]
-        units = _dead_units(loss, self.model)
-        all_dead = [(layer, n) for layer, dead, n in units if dead == n]
-        found = "dead" if all_dead else "still" if moved < 1e-4 and self._pulled() else None
-        if found and found == self.suspect:
-            self._stop(found, all_dead, moved, now, epoch, step)
-        self.suspect = found
-        if self.warned or guessing is None:
-            return
-        killed = [(layer, dead - self.dead_at_start.get(layer, 0), n) for layer, dead, n in units]
-        killed = [(layer, k, n) for layer, k, n in killed if k >= n / 2]
-        if self.peak[0] < 2 * max(self.first, guessing):  # no spike: no step that killed them
-            killed = []
-        stuck = self.steps - self.stuck_since
-        passes = stuck / self.epoch_steps
-        seen = (f"the mean loss of the last 100 steps was {now:.4g}, no better than "
-                f"{guessing:.4g}, the loss of guessing from the targets alone")
-        if killed:
-            self.warned = True
-            where = " and ".join(f"{k} of the {n} units after {layer}" for layer, k, n in killed)
-            warnings.warn(f"at epoch {epoch}, step {step}, {seen}; {where} output 0 for every "
-                          f"sample of the last batch, though they fired at the first step: they "
-                          f"were killed, most likely by a step too large{self._rise()}. Try "
-                          f"lr={self._smaller_rate():g}.", RuntimeWarning, stacklevel=4)
-        elif stuck >= self.long:
-            self.warned = True
-            warnings.warn(f"at epoch {epoch}, step {step}, {seen}, for {stuck} steps "
-                          f"({passes:.0f} passes over the data), while the weights move "
-                          f"({moved:.2%} in the last 100 steps): nothing is learned. Check that X "
-                          f"and y belong together (shuffled together?)",
-                          RuntimeWarning, stacklevel=4)
-
-    def _pulled(self):
-        """Whether a gradient is 1% of its parameter's size or more: weights that are still, yet so
-        pulled, are held back by the learning rate, not at a minimum (where gradients vanish)."""
-        return any(np.linalg.norm(p.grad) >= 0.01 * (np.linalg.norm(p.data) or 1)
-                   for p in self.params if p.grad is not None)
-
-    def _rise(self):
-        """Where the loss rose above its start, if it did."""
-        peak, epoch, step = self.peak
-        if peak <= self.first:
-            return ""
-        return f" (the loss rose to {peak:.4g} at epoch {epoch}, step {step})"
-
-    def _stop(self, found, all_dead, moved, now, epoch, step):
-        lr = self.optimizer.lr
-        message = (f"training stopped at epoch {epoch}, step {step}: the network cannot learn.\n  "
-                   f"Seen: the mean loss of the last 100 steps was {now:.4g}, ")
-        message += (f"no better than {self.guessing:.4g}, the loss of guessing from the targets "
-                     f"alone" + " (ln C for C equal classes)" * self.cross_entropy
-                     if self.guessing is not None else
-                     f"no better than its first, {self.first:.4g}")
-        if found == "still":
-            raise NotLearningError(
-                f"{message}, and in the last 100 steps no parameter moved by more than "
-                f"{moved * 100:.2g}% of its size (in the healthy runs measured, 0.4% and more).\n  "
-                f"The likely cause: the learning rate lr={lr:g} is too small.",
-                lr=self._larger_rate())
-        where = " and ".join(f"all {n} units after {layer}" for layer, n in all_dead)
-        message += (f", and at this check and the one 100 steps before, {where} output 0 for every "
-                    f"sample of the batch, so no gradient reaches the layers before them: they are "
-                    f"dead, and stay dead.\n  ")
-        born_dead = [layer for layer, n in all_dead if self.dead_at_start.get(layer) == n]
-        if born_dead:
-            low, high = self.inputs
-            raise NotLearningError(
-                f"{message}The likely cause: they were dead from the first step, so the inputs "
-                f"(ranging {low:.4g}..{high:.4g}) or the initial weights leave every unit of "
-                f"{born_dead[0]} below 0: fix those, not the step size.")
-        raise NotLearningError(f"{message}The likely cause: the learning rate lr={lr:g} is too "
-                               f"large: they fired at the first step and were killed, most likely "
-                               f"by a step too large{self._rise()}.", lr=self._smaller_rate())
-
-    def _larger_rate(self):
-        lr = self.optimizer.lr
-        usual = _usual_rate(self.optimizer)
-        return usual if usual and usual > lr * 10 else lr * 10
-
-def _dead_units(loss, model):
-    """(layer, dead units, units) for each ReLU in the graph of loss right after a layer of the
-    model, where a unit (a feature or a channel: axis 1) is dead if it output 0 for every sample."""
-    names = {parameter: name for name, parameter in model.named_parameters()}
-    found = []
-    for node in reversed(loss._graph_order()):  # from the input side: the first layer first
-        if node.op != "relu" or node.ndim < 2:
-            continue
-        fires = (node.data > 0).any(axis=tuple(axis for axis in range(node.ndim) if axis != 1))
-        layer_output = node._parents[0]
-        weight = layer_output._parents[1] if layer_output.op in ("linear", "conv2d") else None
-        if weight not in names:  # not a layer of the model's: a ReLU in a loss, say a hinge
-            continue
-        layer = names[weight].rsplit(".weight", 1)[0]
-        found.append((layer, int((~fires).sum()), fires.size))
-    return found
-
-def _epoch_record(epoch, total_loss, correct, samples, model, validation, loss_fn):
-    """The history's record of an epoch: losses, and accuracies where they mean something."""
-    record = {"epoch": epoch, "train_loss": total_loss / samples}
-    if correct is not None:
-        record["train_acc"] = correct / samples
-    if validation is not None:
-        val_loss, val_acc = evaluate(model, *validation, loss_fn=loss_fn)
-        record["val_loss"] = val_loss
-        if val_acc is not None:
-            record["val_acc"] = val_acc
-    return record
-
-def _show_progress(epoch, epochs, step, steps, loss):
-    """Rewrite the progress line in place ("\r"), 50 times an epoch."""
-    if step % max(1, steps // 50) == 0 or step == steps:
-        print(f"\repoch {epoch}/{epochs} batch {step}/{steps} loss {loss:.4f}", end="", flush=True)
-
-def _show_record(record, rewrite):
-    shown = [f"{key} {value:.4f}" if type(value) is float else f"{key} {value}"
-             for key, value in record.items()]
-    print("\r" * rewrite + "  ".join(shown))
+    return tally.means()
 
 def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_fn=None, rng=None,
         verbose=True, check=True):
     """Train on mini-batches of (X, y); return the history, a dict per epoch (with accuracies where
-    they mean something: see _correct). Unless check=False, a run that diverges or cannot learn
+    they mean something: see _Tally). Unless check=False, a run that diverges or cannot learn
     stops with DivergenceError or NotLearningError, which say what was seen and what to try.
     verbose prints a line per epoch, and on a terminal a progress line rewritten in place.
     >>> X, y = np.array([[-1.], [1.]] * 32), np.array([0, 1] * 32)
@@ -1126,110 +843,33 @@ def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_f
     >>> model = Linear(1, 2)
     >>> fit(model, SGD(model.parameters(), lr=0.5), X, y, epochs=5, verbose=False)[-1]["train_acc"]
     1.0"""
-    import sys  # here, not at the top: only fit's progress line needs it
     loss_fn = loss_fn or cross_entropy
     rng = _rng if rng is None else np.random.default_rng(rng)
     X, y = _dataset(X, y)
-    batches(X, y, batch_size, shuffle=False)  # checks batch_size now, before it is divided by
-    classes = _is_classes(y)  # once: a batch of targets in {-1, 1} may hold only 1s
-    watch = _Watch(model, optimizer, X, y, loss_fn, batch_size) if check else None
-    live = verbose and sys.stdout.isatty()  # in a log file, one line per epoch
+    batch_size = _whole_number("fit", "batch_size", batch_size, 1)
+    watch = _Watch(model, optimizer, X, y, loss_fn, batch_size) if check else _Unwatched()
     steps = math.ceil(len(X) / batch_size)
     history = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        total_loss = 0.0  # the sum of the losses of the samples seen so far in this epoch
-        correct = 0 if classes else None  # None if accuracy means nothing here (see _correct)
+        tally = _Tally(y)
         model.train()
         for step, (xb, yb) in enumerate(batches(X, y, batch_size, rng=rng), 1):
             output = model(Tensor(xb, copy=False))  # a batch is a new array: no need to copy it
             loss = loss_fn(output, yb)
             value = loss.item()
-            if watch:
-                watch.before_step(output, value, epoch, step)
+            watch.before_step(output, value, epoch, step)  # stops a loss that diverged
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if watch:
-                watch.after_step(loss, epoch, step)
-            total_loss += value * len(xb)
-            if correct is not None:
-                right = _correct(output, yb)
-                correct = None if right is None else correct + right
-            if live:
-                seen = min(step * batch_size, len(X))
-                _show_progress(epoch, epochs, step, steps, total_loss / seen)
-        record = _epoch_record(epoch, total_loss, correct, len(X), model, validation, loss_fn)
-        record["seconds"] = time.perf_counter() - start
-        history.append(record)
+            watch.after_step(loss, epoch, step)  # every 100 steps: can the network still learn?
+            tally.add(output, yb, value)
+            if verbose:
+                _show_progress(epoch, epochs, step, steps, tally)
+        history.append(_epoch_record(epoch, tally, start, model, validation, loss_fn))
         if verbose:
-            _show_record(record, rewrite=live)
+            _show_record(history[-1])
     return history
-
-def _endless(X, y, batch_size, rng):
-    """Mini-batches without end: pass after pass over the data, each in a new order."""
-    rng = np.random.default_rng(rng)
-    while True:
-        yield from batches(X, y, batch_size, rng=rng)
-
-def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=64, loss_fn=None,
-            rng=0):
-    """The learning-rate range test (Smith, 2015): train for `steps` steps with the learning rate
-    rising exponentially from start to end, until the loss explodes; then put the model (its
-    weights, gradients and training mode), the optimizer and minigrad's random numbers back exactly
-    as they were. Returns (rates, losses, suggestion): the losses smoothed over recent steps, and a
-    tenth of the rate where they were lowest, a rate that still makes progress but stays clear of
-    the explosion.
-    >>> X, y = np.array([[-1.], [1.]] * 32), np.array([0, 1] * 32)
-    >>> manual_seed(0)
-    >>> model = Linear(1, 2)
-    >>> before = model.weight.data.copy()
-    >>> rates, losses, suggestion = lr_find(model, SGD(model, lr=0.1), X, y, steps=60)
-    >>> len(rates) == len(losses), bool((model.weight.data == before).all())   # weights put back
-    (True, True)"""
-    loss_fn = loss_fn or cross_entropy
-    X, y = _dataset(X, y, "lr_find")
-    _check_optimizer(model, optimizer, "lr_find")
-    weights = model.state_dict()
-    grads = [parameter.grad for parameter in model.parameters()]
-    modes = [(module, module.training) for _, module in model.named_modules()]
-    optimizer_state = {k: v for k, v in vars(optimizer).items() if k != "params"}
-    optimizer_state = copy.deepcopy(optimizer_state, {id(p): p for p in optimizer.params})
-    random_state = _rng.bit_generator.state
-    rates = start * (end / start) ** np.linspace(0, 1, steps)
-    losses = []
-    average = 0.0
-    best = math.inf
-    model.train()  # as fit trains: Dropout on
-    try:
-        for step, (rate, (xb, yb)) in enumerate(zip(rates, _endless(X, y, batch_size, rng)), 1):
-            optimizer.lr = rate
-            loss = loss_fn(model(Tensor(xb, copy=False)), yb)
-            model.zero_grad()  # every parameter's, not only the optimizer's: backward would add to
-            optimizer.zero_grad()  # the arrays of those it does not hold, which are put back below
-            loss.backward()
-            optimizer.step()
-            average = 0.9 * average + 0.1 * loss.item()
-            losses.append(average / (1 - 0.9 ** step))  # less the average's pull towards its start
-            best = min(best, losses[-1])
-            rise = losses[-1] - best  # exploded: risen above the lowest by 3 times its size
-            if not np.isfinite(losses[-1]) or rise > 3 * (abs(best) or 1):  # (a loss may be < 0)
-                break
-    finally:
-        model.load_state_dict(weights)
-        for parameter, grad in zip(model.parameters(), grads):
-            parameter.grad = grad
-        for module, mode in modes:
-            module.training = mode
-        vars(optimizer).update(optimizer_state)
-        _rng.bit_generator.state = random_state
-    losses = np.array(losses)
-    finite = np.isfinite(losses)  # the last loss, where it exploded, may be NaN or infinite
-    if not finite.any():
-        raise ValueError("lr_find: every loss was NaN or infinite; check the inputs and the model")
-    rates = rates[:len(losses)][finite]
-    losses = losses[finite]
-    return rates, losses, rates[losses.argmin()] / 10
 
 
 # ==== Part 2: more layers and tools. Convolution and pooling (for images), Dropout, seeing the
@@ -1488,6 +1128,100 @@ Tensor.__le__ = _comparison("le", np.less_equal)
 Tensor.__gt__ = _comparison("gt", np.greater)
 Tensor.__ge__ = _comparison("ge", np.greater_equal)
 Tensor.__hash__ = object.__hash__  # still a dict key, by identity, as backward() needs
+
+
+# ---- fit's history and what it prints ----
+def _epoch_record(epoch, tally, start, model, validation, loss_fn):
+    """The history's record of an epoch: losses, accuracies where they mean something, seconds."""
+    train_loss, train_acc = tally.means()
+    record = {"epoch": epoch, "train_loss": train_loss}
+    if train_acc is not None:
+        record["train_acc"] = train_acc
+    if validation is not None:
+        val_loss, val_acc = evaluate(model, *validation, loss_fn=loss_fn)
+        record["val_loss"] = val_loss
+        if val_acc is not None:
+            record["val_acc"] = val_acc
+    record["seconds"] = time.perf_counter() - start
+    return record
+
+def _show_progress(epoch, epochs, step, steps, tally):
+    """On a terminal, rewrite the progress line in place ("\r"), 50 times an epoch; in a log file
+    or a notebook without one, nothing: fit prints a line per epoch."""
+    if (step % max(1, steps // 50) == 0 or step == steps) and sys.stdout.isatty():
+        loss = tally.loss / tally.samples
+        print(f"\repoch {epoch}/{epochs} batch {step}/{steps} loss {loss:.4f}", end="", flush=True)
+
+def _show_record(record):
+    shown = [f"{key} {value:.4f}" if type(value) is float else f"{key} {value}"
+             for key, value in record.items()]
+    print("\r" * sys.stdout.isatty() + "  ".join(shown))
+
+# ---- finding a learning rate ----
+def _endless(X, y, batch_size, rng):
+    """Mini-batches without end: pass after pass over the data, each in a new order."""
+    rng = np.random.default_rng(rng)
+    while True:
+        yield from batches(X, y, batch_size, rng=rng)
+
+def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=64, loss_fn=None,
+            rng=0):
+    """The learning-rate range test (Smith, 2015): train for `steps` steps with the learning rate
+    rising exponentially from start to end, until the loss explodes; then put the model (its
+    weights, gradients and training mode), the optimizer and minigrad's random numbers back exactly
+    as they were. Returns (rates, losses, suggestion): the losses smoothed over recent steps, and a
+    tenth of the rate where they were lowest, a rate that still makes progress but stays clear of
+    the explosion.
+    >>> X, y = np.array([[-1.], [1.]] * 32), np.array([0, 1] * 32)
+    >>> manual_seed(0)
+    >>> model = Linear(1, 2)
+    >>> before = model.weight.data.copy()
+    >>> rates, losses, suggestion = lr_find(model, SGD(model, lr=0.1), X, y, steps=60)
+    >>> len(rates) == len(losses), bool((model.weight.data == before).all())   # weights put back
+    (True, True)"""
+    loss_fn = loss_fn or cross_entropy
+    X, y = _dataset(X, y, "lr_find")
+    _check_optimizer(model, optimizer, "lr_find")
+    weights = model.state_dict()
+    grads = [parameter.grad for parameter in model.parameters()]
+    modes = [(module, module.training) for _, module in model.named_modules()]
+    optimizer_state = {k: v for k, v in vars(optimizer).items() if k != "params"}
+    optimizer_state = copy.deepcopy(optimizer_state, {id(p): p for p in optimizer.params})
+    random_state = _rng.bit_generator.state
+    rates = start * (end / start) ** np.linspace(0, 1, steps)
+    losses = []
+    average = 0.0
+    best = math.inf
+    model.train()  # as fit trains: Dropout on
+    try:
+        for step, (rate, (xb, yb)) in enumerate(zip(rates, _endless(X, y, batch_size, rng)), 1):
+            optimizer.lr = rate
+            loss = loss_fn(model(Tensor(xb, copy=False)), yb)
+            model.zero_grad()  # every parameter's, not only the optimizer's: backward would add to
+            optimizer.zero_grad()  # the arrays of those it does not hold, which are put back below
+            loss.backward()
+            optimizer.step()
+            average = 0.9 * average + 0.1 * loss.item()
+            losses.append(average / (1 - 0.9 ** step))  # less the average's pull towards its start
+            best = min(best, losses[-1])
+            rise = losses[-1] - best  # exploded: risen above the lowest by 3 times its size
+            if not np.isfinite(losses[-1]) or rise > 3 * (abs(best) or 1):  # (a loss may be < 0)
+                break
+    finally:
+        model.load_state_dict(weights)
+        for parameter, grad in zip(model.parameters(), grads):
+            parameter.grad = grad
+        for module, mode in modes:
+            module.training = mode
+        vars(optimizer).update(optimizer_state)
+        _rng.bit_generator.state = random_state
+    losses = np.array(losses)
+    finite = np.isfinite(losses)  # the last loss, where it exploded, may be NaN or infinite
+    if not finite.any():
+        raise ValueError("lr_find: every loss was NaN or infinite; check the inputs and the model")
+    rates = rates[:len(losses)][finite]
+    losses = losses[finite]
+    return rates, losses, rates[losses.argmin()] / 10
 
 
 # ==== Part 3: the guard rails. The checks that the lesson calls in one line each, their
@@ -1775,3 +1509,290 @@ def _check_max_pool2d(x, k):
     if x.ndim != 4 or not k <= min(x.shape[2:]):
         raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) "
                          f"with each side at least kernel_size={k}")
+
+# ---- fit's watch: a run that fails stops, and says what it saw and the likely cause ----
+class DivergenceError(RuntimeError):
+    """fit() stopped: the loss became NaN or infinite, or exploded; the message says why. lr is the
+    learning rate to try next, or None if the rate is not the cause."""
+
+    def __init__(self, message, lr=None):
+        super().__init__(message)
+        self.lr = lr
+
+    def __str__(self):
+        return self.advice()
+
+    def advice(self, rate="lr={:g}", finder="lr_find(model, optimizer, X, y)"):
+        """The message, ending with what to try, said in Python; a command line says it with its
+        options: advice("--lr {:g}", "--find-lr")."""
+        if self.lr is None:
+            return self.args[0]
+        return f"{self.args[0]} Try {rate.format(self.lr)}, or find a rate with {finder}."
+
+class NotLearningError(DivergenceError):
+    """fit() stopped: the network cannot learn any more (a layer whose units all output 0, or
+    weights that do not move). A kind of divergence (except DivergenceError catches both), often its
+    aftermath: a step too large can leave units that never fire again."""
+
+def _guessing_loss(loss_fn, y):
+    """The loss of a model that ignores its inputs and predicts from the targets alone: for
+    cross_entropy, their class frequencies p, whose loss is their entropy -sum p ln p (ln C for C
+    equally common classes); for mse_loss, their mean, whose loss is their variance. Else None."""
+    if loss_fn is cross_entropy and _is_classes(y):
+        shares = np.bincount(y) / len(y)
+        shares = shares[shares > 0]
+        if len(shares) < 2:  # one class: nothing to learn, and no loss below 0
+            return None
+        return float(-(shares * np.log(shares)).sum())
+    if loss_fn is mse_loss:
+        return float(y.var(axis=0).mean())
+    return None  # another loss (even one built on these: `is` compares the functions themselves)
+
+def _check_optimizer(model, optimizer, where):
+    """Refuse an optimizer that holds none of the model's parameters: it would train nothing."""
+    if not set(map(id, optimizer.params)) & set(map(id, model.parameters())):
+        raise ValueError(f"{where}: the optimizer holds none of the model's parameters, so no step "
+                         f"changes the model: it was made for other parameters (running again the "
+                         f"line that makes the model makes new ones). Make the optimizer after the "
+                         f"model: {type(optimizer).__name__}(model.parameters(), ...)")
+
+def _check_data(X, y):
+    """Refuse what no training can use: NaN or infinite inputs or targets, identical inputs."""
+    low, high = X.min(), X.max()  # NaN if any number is NaN, infinite if any is
+    for name, data, finite in (("X", X, np.isfinite(low) and np.isfinite(high)),
+                               ("y", y, y.dtype.kind not in "fc" or np.isfinite(y).all())):
+        if not finite:
+            bad = ~np.isfinite(data.reshape(len(data), -1)).all(axis=1)
+            count = f"{bad.sum()} samples of {name} hold"
+            if bad.sum() == 1:
+                count = f"1 sample of {name} holds"
+            raise ValueError(f"fit: {count} NaN or infinite numbers (the first is {name}"
+                             f"[{bad.argmax()}]): every loss would be NaN; fix or drop them")
+    if len(X) > 1 and np.array_equal(X[0], X[-1]) and (X == X[0]).all():
+        raise ValueError(f"fit: all {len(X)} samples of X are the same (each is X[0], which ranges "
+                         f"{X[0].min():.4g}..{X[0].max():.4g}): the inputs carry no information, "
+                         f"so nothing can be learned from them; check how X was made")
+    return low, high
+
+def _usual_rate(optimizer):
+    """A learning rate that trains most small networks with this optimizer; None for others."""
+    if isinstance(optimizer, Adam):
+        return 1e-3
+    if isinstance(optimizer, SGD):
+        return 0.01
+    return None
+
+class _Watch:
+    """fit()'s checks, so that a run that fails says what it saw and the likely cause. An alarm must
+    be right: a run stops only on evidence that it is broken or cannot recover, never for being
+    "not better yet" (small sigmoid networks sit at guessing's loss for 2,200 steps, then learn).
+    Refused before the first step: NaN or infinite inputs or targets, inputs all the same, an
+    optimizer that holds none of the model's parameters.
+    Stopped before a step: a loss that is NaN, infinite or 1000 times its scale (the larger of its
+    first value and the loss of guessing). Warned at the first: a loss over 3 ln C, C outputs.
+    Every 100 steps, stopped when at two checks in a row the mean loss of the last 100 steps is at
+    guessing's (90% of it; without a guessing loss, of the first loss) and either every unit of a
+    layer output 0 for the whole batch (dead: no gradient flows through it again) or no weight moved
+    by 0.01% in 100 steps while a gradient pulls (the healthy runs measured: 0.47% and more).
+    Warned once, with the loss at guessing's: half of a layer's units killed (alive at the first
+    step) after a spike of the loss; or 10,000 steps and 50 passes over the data at guessing's.
+    Its cost, counted by callgrind: 0.5-0.7% of the instructions of a W1 step at batch 16 (a few
+    comparisons a step; the graph walked and the weights copied once in 100 steps)."""
+
+    def __init__(self, model, optimizer, X, y, loss_fn, batch_size):
+        self.inputs = _check_data(X, y)
+        _check_optimizer(model, optimizer, "fit")
+        self.model = model
+        self.optimizer = optimizer
+        models = set(map(id, model.parameters()))
+        self.params = [p for p in optimizer.params if id(p) in models]
+        self.guessing = _guessing_loss(loss_fn, y)
+        self.cross_entropy = loss_fn is cross_entropy
+        self.epoch_steps = math.ceil(len(X) / batch_size)
+        self.first = None
+        self.huge_start = None  # the likely cause of outputs that started huge
+        self.peak = (-math.inf, 0, 0)  # the largest loss so far, its epoch and its step
+        self.value = None
+        self.steps = 0
+        self.long = max(10000, 50 * self.epoch_steps)  # steps at guessing's: see the docstring
+        self.recent = collections.deque(maxlen=200)  # the losses of the last 200 steps
+        self.weights = None  # copies of the parameters, made at the last check
+        self.dead_at_start = {}  # layer -> how many of its units output 0 at the first step
+        self.suspect = None  # what the last check found, confirmed if the next finds it again
+        self.stuck_since = 0  # the step since which the loss has stayed at guessing's
+        self.warned = False
+
+    def before_step(self, output, loss, epoch, step):
+        """Stop if the loss diverged; at the first step, warn if it starts huge."""
+        self.value = loss
+        if self.first is None:
+            self._start(output, loss)
+        scale = max(self.first, self.guessing or 0)  # so that a nearly perfect start is no scale
+        if math.isfinite(loss) and (scale <= 0 or loss <= 1000 * scale):
+            if loss > self.peak[0]:
+                self.peak = (loss, epoch, step)
+            return
+        seen = f"the loss is {loss:.4g}"
+        if math.isfinite(loss):
+            seen += f", over 1000 times {scale:.4g}, the larger of its start and of guessing"
+        lr = self.optimizer.lr
+        message = f"training diverged at epoch {epoch}, step {step}: {seen}.\n  "
+        if self.huge_start:
+            raise DivergenceError(message + self.huge_start)
+        raise DivergenceError(message + f"The learning rate lr={lr:g} is the likely cause.",
+                              lr=self._smaller_rate())
+
+    def _start(self, output, loss):
+        """The first step: the first loss, and a warning if it is far above ln C."""
+        self.first = loss
+        classes = output.shape[1] if output.ndim == 2 else 0  # C is the width of the output
+        if not self.cross_entropy or classes < 2 or loss <= 3 * math.log(classes):
+            return
+        low, high = self.inputs
+        if max(-low, high) > 10:
+            self.huge_start = (f"The likely cause: the inputs range {low:.4g}..{high:.4g}. Scale "
+                               f"them to about 0..1 (images of 0..255: divide by 255).")
+        else:
+            self.huge_start = (f"The inputs range {low:.4g}..{high:.4g}, which is fine: the likely "
+                               f"cause is the initial weights (a custom initialization?), or a "
+                               f"model trained on other targets.")
+        warnings.warn(f"the first loss, {loss:.4g}, is {loss / math.log(classes):.0f} times ln C = "
+                      f"{math.log(classes):.4g}, that of an untrained network with C = {classes} "
+                      f"outputs: the outputs start huge. {self.huge_start}", RuntimeWarning,
+                      stacklevel=4)
+
+    def _smaller_rate(self):
+        lr = self.optimizer.lr
+        usual = _usual_rate(self.optimizer)
+        return usual if usual and usual < lr / 10 else lr / 10
+
+    def after_step(self, loss, epoch, step):
+        """Every 100 steps, judge the last 100 (see the class's docstring). loss is this step's:
+        its graph holds the units."""
+        self.steps += 1
+        self.recent.append(self.value)
+        if self.steps == 1:
+            self.dead_at_start = {layer: dead for layer, dead, _ in _dead_units(loss, self.model)}
+            self.weights = [p.data.copy() for p in self.params]
+        if self.steps % 100 == 0:
+            self._check(loss, epoch, step)
+
+    def _check(self, loss, epoch, step):
+        losses = np.array(self.recent)
+        now = losses[-100:].mean()  # a mean, as guessing's is: skewed losses have a lower median
+        falling = False  # the median of the last 100 steps below that of the 100 before (np.median
+        if len(losses) == 200:  # would import numpy.ma, 15 ms, at its first call)
+            falling = np.sort(losses[100:])[50] < 0.99 * np.sort(losses[:100])[50]
+        guessing = self.guessing
+        at_guessing = now >= 0.9 * (self.first if guessing is None else guessing)
+        if not at_guessing or falling:
+            self.stuck_since = self.steps if not at_guessing else self.stuck_since
+            self.suspect = None
+            self.weights = [p.data.copy() for p in self.params]
+            return
+        moved = max(np.linalg.norm(p.data - w) / (np.linalg.norm(w) or 1)
+                    for p, w in zip(self.params, self.weights))
+        self.weights = [p.data.copy() for p in self.params]
+        units = _dead_units(loss, self.model)
+        all_dead = [(layer, n) for layer, dead, n in units if dead == n]
+        found = "dead" if all_dead else "still" if moved < 1e-4 and self._pulled() else None
+        if found and found == self.suspect:
+            self._stop(found, all_dead, moved, now, epoch, step)
+        self.suspect = found
+        if self.warned or guessing is None:
+            return
+        killed = [(layer, dead - self.dead_at_start.get(layer, 0), n) for layer, dead, n in units]
+        killed = [(layer, k, n) for layer, k, n in killed if k >= n / 2]
+        if self.peak[0] < 2 * max(self.first, guessing):  # no spike: no step that killed them
+            killed = []
+        stuck = self.steps - self.stuck_since
+        passes = stuck / self.epoch_steps
+        seen = (f"the mean loss of the last 100 steps was {now:.4g}, no better than "
+                f"{guessing:.4g}, the loss of guessing from the targets alone")
+        if killed:
+            self.warned = True
+            where = " and ".join(f"{k} of the {n} units after {layer}" for layer, k, n in killed)
+            warnings.warn(f"at epoch {epoch}, step {step}, {seen}; {where} output 0 for every "
+                          f"sample of the last batch, though they fired at the first step: they "
+                          f"were killed, most likely by a step too large{self._rise()}. Try "
+                          f"lr={self._smaller_rate():g}.", RuntimeWarning, stacklevel=4)
+        elif stuck >= self.long:
+            self.warned = True
+            warnings.warn(f"at epoch {epoch}, step {step}, {seen}, for {stuck} steps "
+                          f"({passes:.0f} passes over the data), while the weights move "
+                          f"({moved:.2%} in the last 100 steps): nothing is learned. Check that X "
+                          f"and y belong together (shuffled together?)",
+                          RuntimeWarning, stacklevel=4)
+
+    def _pulled(self):
+        """Whether a gradient is 1% of its parameter's size or more: weights that are still, yet so
+        pulled, are held back by the learning rate, not at a minimum (where gradients vanish)."""
+        return any(np.linalg.norm(p.grad) >= 0.01 * (np.linalg.norm(p.data) or 1)
+                   for p in self.params if p.grad is not None)
+
+    def _rise(self):
+        """Where the loss rose above its start, if it did."""
+        peak, epoch, step = self.peak
+        if peak <= self.first:
+            return ""
+        return f" (the loss rose to {peak:.4g} at epoch {epoch}, step {step})"
+
+    def _stop(self, found, all_dead, moved, now, epoch, step):
+        lr = self.optimizer.lr
+        message = (f"training stopped at epoch {epoch}, step {step}: the network cannot learn.\n  "
+                   f"Seen: the mean loss of the last 100 steps was {now:.4g}, ")
+        message += (f"no better than {self.guessing:.4g}, the loss of guessing from the targets "
+                     f"alone" + " (ln C for C equal classes)" * self.cross_entropy
+                     if self.guessing is not None else
+                     f"no better than its first, {self.first:.4g}")
+        if found == "still":
+            raise NotLearningError(
+                f"{message}, and in the last 100 steps no parameter moved by more than "
+                f"{moved * 100:.2g}% of its size (in the healthy runs measured, 0.4% and more).\n  "
+                f"The likely cause: the learning rate lr={lr:g} is too small.",
+                lr=self._larger_rate())
+        where = " and ".join(f"all {n} units after {layer}" for layer, n in all_dead)
+        message += (f", and at this check and the one 100 steps before, {where} output 0 for every "
+                    f"sample of the batch, so no gradient reaches the layers before them: they are "
+                    f"dead, and stay dead.\n  ")
+        born_dead = [layer for layer, n in all_dead if self.dead_at_start.get(layer) == n]
+        if born_dead:
+            low, high = self.inputs
+            raise NotLearningError(
+                f"{message}The likely cause: they were dead from the first step, so the inputs "
+                f"(ranging {low:.4g}..{high:.4g}) or the initial weights leave every unit of "
+                f"{born_dead[0]} below 0: fix those, not the step size.")
+        raise NotLearningError(f"{message}The likely cause: the learning rate lr={lr:g} is too "
+                               f"large: they fired at the first step and were killed, most likely "
+                               f"by a step too large{self._rise()}.", lr=self._smaller_rate())
+
+    def _larger_rate(self):
+        lr = self.optimizer.lr
+        usual = _usual_rate(self.optimizer)
+        return usual if usual and usual > lr * 10 else lr * 10
+
+def _dead_units(loss, model):
+    """(layer, dead units, units) for each ReLU in the graph of loss right after a layer of the
+    model, where a unit (a feature or a channel: axis 1) is dead if it output 0 for every sample."""
+    names = {parameter: name for name, parameter in model.named_parameters()}
+    found = []
+    for node in reversed(loss._graph_order()):  # from the input side: the first layer first
+        if node.op != "relu" or node.ndim < 2:
+            continue
+        fires = (node.data > 0).any(axis=tuple(axis for axis in range(node.ndim) if axis != 1))
+        layer_output = node._parents[0]
+        weight = layer_output._parents[1] if layer_output.op in ("linear", "conv2d") else None
+        if weight not in names:  # not a layer of the model's: a ReLU in a loss, say a hinge
+            continue
+        layer = names[weight].rsplit(".weight", 1)[0]
+        found.append((layer, int((~fires).sum()), fires.size))
+    return found
+
+class _Unwatched:
+    """fit(check=False): no checks."""
+
+    def before_step(self, output, loss, epoch, step):
+        pass
+
+    def after_step(self, loss, epoch, step):
+        pass
