@@ -1,8 +1,11 @@
 """minigrad: a deep-learning library in one readable file, on numpy alone.
 
-Read it in order: Tensor, backward() and gradcheck; the differentiable ops; no_grad; the ops of
-network layers (conv2d, max_pool2d) and losses; layers; optimizers; fit(), with the checks that stop
-a training run that fails, and lr_find().
+Part 1 alone is the lesson, read top to bottom: Tensor, backward() and gradcheck; the
+differentiable ops; no_grad; the losses; Module, Linear and the activations; SGD and Adam; the
+training loop, fit(). That is enough to train a network on MNIST. Part 2 adds more layers and tools:
+conv2d and max_pool2d, Dropout, graph(), lr_find(). Part 3 holds the guard rails: the checks that
+Part 1 calls in one line each (a name that says what it checks), their messages, and fit()'s watch
+over a run that fails.
 
 The design rule: every op computes its result and, right beside it, a `backward` closure that turns
 g, the gradient of the loss with respect to the op's output, into the gradients with respect to its
@@ -1227,7 +1230,7 @@ def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=
 # ==== Part 3: the guard rails. The checks that the lesson calls in one line each, their
 # messages, and fit()'s diagnoses of a run that fails. ====
 
-# ---- checks of the engine: what backward() and from_op() get ----
+# ---- the engine: what from_op() records and what backward() gets ----
 def _check_from_op(parents, backward):
     if not callable(backward):
         raise TypeError(f"from_op: backward must be a function of g, not a "
@@ -1291,7 +1294,18 @@ def _check_broadcast_gradient(node, parent, grad):
                          f"gradient came back with shape {shape}; it must have the input's "
                          f"shape (or the output's, {node.shape}, if the input was broadcast)")
 
-# ---- checks: each refuses a mistake with a message that names it and says what to do ----
+def _check_unchanged(node):
+    """node's inputs must not have been changed in place (by a step or load_state_dict) since node
+    was computed from them: their gradients would be those at the new values, silently wrong."""
+    for k, (parent, version) in enumerate(zip(node._parents, node._versions)):
+        if parent._version != version:
+            raise RuntimeError(f"backward of {node.op}: input {k} {parent.shape} was changed in "
+                               f"place (optimizer.step() or load_state_dict()) after the op used "
+                               f"it: compute the loss again after a step (forward, loss, "
+                               f"zero_grad(), backward(), step(), in this order)")
+
+
+# ---- a tensor's data: numbers, floating where gradients flow, one number where one is asked ----
 def _check_numbers(data, op):
     """Refuse what is not numbers (None, strings, objects, rows of different lengths), which numpy
     would turn into NaN, into numbers read from text, or into its own message."""
@@ -1332,13 +1346,6 @@ def _check_one_number(tensor, op):
         raise ValueError(f"{op}: the tensor has shape {tensor.shape}, {tensor.data.size} numbers, "
                          f"not one; take one (t[0]) or reduce them (t.sum(), t.mean(), t.max())")
 
-def _broadcast_error(op, shape_a, shape_b):
-    """A ShapeError naming the op, both shapes, and the first sizes that cannot broadcast."""
-    pairs = zip(shape_a[::-1], shape_b[::-1])
-    m, n = next((m, n) for m, n in pairs if m != n and 1 not in (m, n))
-    return ShapeError(f"{op}: shapes {shape_a} and {shape_b} do not broadcast: aligned from the "
-                      f"right, sizes {m} and {n} differ and neither is 1")
-
 def _checked_index(array, index):
     """array[index] and the index, with Tensors in it read as their numbers, as PyTorch reads them,
     and numpy's IndexError named as getitem's, with the shape."""
@@ -1353,73 +1360,14 @@ def _checked_index(array, index):
                 "Tensor(indices, dtype=np.int64)") if floats else ""
         raise IndexError(f"getitem: {error}, in a tensor of shape {array.shape}{hint}") from None
 
-def _whole_number(op, name, value, least):
-    """value as an int if it is a whole number (a numpy one too) of at least `least`; else an error
-    that names the op and what it takes."""
-    whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if whole and value >= least:
-        return int(value)
-    hint = ""
-    if isinstance(value, str) and value.lower() == "same":
-        hint = "; for an output of the input's size (odd kernel k, stride 1), padding=(k - 1) // 2"
-    elif isinstance(value, (tuple, list)):
-        hint = " (square kernels and equal strides only: one number, such as 3)"
-    error = ValueError if whole else TypeError
-    raise error(f"{op}: {name} must be a whole number, {least} or more; got {value!r}{hint}")
 
-def _check_forward_output(module, output):
-    if output is None:
-        raise TypeError(f"{type(module).__name__}.forward returned None: does it end with "
-                        f"`return x`?")
-
-def _check_layers(layers):
-    """Sequential's layers must be layers: made (ReLU(), not the class ReLU) and callable."""
-    for i, layer in enumerate(layers):
-        if isinstance(layer, type):
-            raise TypeError(f"Sequential: layer {i} is the class {layer.__name__}, not a layer: "
-                            f"write {layer.__name__}(...) to make one")
-        if not callable(layer):
-            raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a layer; "
-                            f"pass the layers themselves, as in PyTorch: Sequential(*layers)")
-
-def _check_graph_names(params):
-    """graph()'s names: a dict of name -> tensor, (name, tensor) pairs, or a model."""
-    if params is None or isinstance(params, dict):
-        return
-    if not all(isinstance(pair, tuple) and len(pair) == 2 for pair in params):
-        raise TypeError(f"graph: params names the leaves: pass a dict of name -> tensor, or the "
-                        f"model itself (loss.graph(model)); got a {type(params).__name__} of "
-                        f"{type(next(iter(params), None)).__name__}")
-
-def _check_samples(X, y, caller):
-    """X and y: one target per sample, and at least one sample."""
-    if X.ndim == 0 or y.ndim == 0:
-        raise ShapeError(f"{caller}: X {X.shape} and y {y.shape} must have a sample per row; for "
-                         f"one sample, keep its batch axis: X[:1], y[:1]")
-    if len(X) == 0 or len(X) != len(y):
-        raise ShapeError(f"{caller}: X has {len(X)} samples and y {len(y)}: one target per sample")
-
-def _check_unchanged(node):
-    """node's inputs must not have been changed in place (by a step or load_state_dict) since node
-    was computed from them: their gradients would be those at the new values, silently wrong."""
-    for k, (parent, version) in enumerate(zip(node._parents, node._versions)):
-        if parent._version != version:
-            raise RuntimeError(f"backward of {node.op}: input {k} {parent.shape} was changed in "
-                               f"place (optimizer.step() or load_state_dict()) after the op used "
-                               f"it: compute the loss again after a step (forward, loss, "
-                               f"zero_grad(), backward(), step(), in this order)")
-
-def _check_not_probabilities(logits):
-    """cross_entropy applies log-softmax itself: computed logits whose every row is probabilities
-    (in [0, 1], summing to 1) mean a model that ends with softmax, which trains slowly, silently."""
-    data = logits.data
-    if logits.op not in ("softmax", "div") or data.shape[1] < 2:  # softmax, or one by hand
-        return
-    if data.min() >= 0 and data.max() <= 1 and np.allclose(data.sum(axis=1), 1, atol=1e-4):
-        raise ValueError(f"cross_entropy: the logits ({logits.op}) are probabilities, each row in "
-                         f"[0, 1] and summing to 1: does the model end with softmax? Remove it: "
-                         f"cross_entropy applies log-softmax to raw scores itself, and a softmax "
-                         f"before it makes the network learn slowly")
+# ---- the ops: shapes that fit, and settings that are whole numbers ----
+def _broadcast_error(op, shape_a, shape_b):
+    """A ShapeError naming the op, both shapes, and the first sizes that cannot broadcast."""
+    pairs = zip(shape_a[::-1], shape_b[::-1])
+    m, n = next((m, n) for m, n in pairs if m != n and 1 not in (m, n))
+    return ShapeError(f"{op}: shapes {shape_a} and {shape_b} do not broadcast: aligned from the "
+                      f"right, sizes {m} and {n} differ and neither is 1")
 
 def _check_matmul(a, b):
     if min(a.ndim, b.ndim) < 2:
@@ -1448,6 +1396,51 @@ def _check_class_targets(logits, targets):
         raise ValueError(f"cross_entropy: target {targets[row]} (row {row}) is not a class index: "
                          f"logits {logits.shape} have {classes} classes, numbered 0..{classes - 1}")
 
+def _check_not_probabilities(logits):
+    """cross_entropy applies log-softmax itself: computed logits whose every row is probabilities
+    (in [0, 1], summing to 1) mean a model that ends with softmax, which trains slowly, silently."""
+    data = logits.data
+    if logits.op not in ("softmax", "div") or data.shape[1] < 2:  # softmax, or one by hand
+        return
+    if data.min() >= 0 and data.max() <= 1 and np.allclose(data.sum(axis=1), 1, atol=1e-4):
+        raise ValueError(f"cross_entropy: the logits ({logits.op}) are probabilities, each row in "
+                         f"[0, 1] and summing to 1: does the model end with softmax? Remove it: "
+                         f"cross_entropy applies log-softmax to raw scores itself, and a softmax "
+                         f"before it makes the network learn slowly")
+
+def _check_conv2d(x, weight, bias, stride, padding):
+    if weight.ndim != 4:
+        raise ShapeError(f"conv2d: weight {weight.shape} should be (out, in, kh, kw)")
+    out_channels, channels, kh, kw = weight.shape
+    wrong_bias = bias is not None and bias.shape != (out_channels,)
+    if x.ndim != 4 or x.shape[1] != channels or wrong_bias:
+        raise ShapeError(f"conv2d: input {x.shape} should be (batch, {channels}, height, width) "
+                         f"for weight {weight.shape} (out, in, kh, kw) and bias ({out_channels},)")
+    if min(x.shape[2] + 2 * padding - kh, x.shape[3] + 2 * padding - kw) < 0:
+        raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} "
+                         f"does not fit {x.shape}")
+
+def _check_max_pool2d(x, k):
+    if x.ndim != 4 or not k <= min(x.shape[2:]):
+        raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) "
+                         f"with each side at least kernel_size={k}")
+
+def _whole_number(op, name, value, least):
+    """value as an int if it is a whole number (a numpy one too) of at least `least`; else an error
+    that names the op and what it takes."""
+    whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if whole and value >= least:
+        return int(value)
+    hint = ""
+    if isinstance(value, str) and value.lower() == "same":
+        hint = "; for an output of the input's size (odd kernel k, stride 1), padding=(k - 1) // 2"
+    elif isinstance(value, (tuple, list)):
+        hint = " (square kernels and equal strides only: one number, such as 3)"
+    error = ValueError if whole else TypeError
+    raise error(f"{op}: {name} must be a whole number, {least} or more; got {value!r}{hint}")
+
+
+# ---- modules, optimizers, data ----
 @contextlib.contextmanager
 def _shape_errors_named(module):
     """A ShapeError in module's forward() names the module: the innermost layer, not outer ones."""
@@ -1458,6 +1451,21 @@ def _shape_errors_named(module):
             error.layer = module
             error.args = (f"{module}: {error}",)
         raise
+
+def _check_forward_output(module, output):
+    if output is None:
+        raise TypeError(f"{type(module).__name__}.forward returned None: does it end with "
+                        f"`return x`?")
+
+def _check_layers(layers):
+    """Sequential's layers must be layers: made (ReLU(), not the class ReLU) and callable."""
+    for i, layer in enumerate(layers):
+        if isinstance(layer, type):
+            raise TypeError(f"Sequential: layer {i} is the class {layer.__name__}, not a layer: "
+                            f"write {layer.__name__}(...) to make one")
+        if not callable(layer):
+            raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a layer; "
+                            f"pass the layers themselves, as in PyTorch: Sequential(*layers)")
 
 def _check_not_a_plain_leaf(module, name, value):
     """A plain Tensor attribute with requires_grad=True would never be learned: only Parameters
@@ -1493,22 +1501,23 @@ def _check_optimizer_args(optimizer, params, lr):
     if not lr > 0:
         raise ValueError(f"{name}: the learning rate must be positive: lr={lr}")
 
-def _check_conv2d(x, weight, bias, stride, padding):
-    if weight.ndim != 4:
-        raise ShapeError(f"conv2d: weight {weight.shape} should be (out, in, kh, kw)")
-    out_channels, channels, kh, kw = weight.shape
-    wrong_bias = bias is not None and bias.shape != (out_channels,)
-    if x.ndim != 4 or x.shape[1] != channels or wrong_bias:
-        raise ShapeError(f"conv2d: input {x.shape} should be (batch, {channels}, height, width) "
-                         f"for weight {weight.shape} (out, in, kh, kw) and bias ({out_channels},)")
-    if min(x.shape[2] + 2 * padding - kh, x.shape[3] + 2 * padding - kw) < 0:
-        raise ShapeError(f"conv2d: a {kh}x{kw} kernel with stride {stride}, padding {padding} "
-                         f"does not fit {x.shape}")
+def _check_graph_names(params):
+    """graph()'s names: a dict of name -> tensor, (name, tensor) pairs, or a model."""
+    if params is None or isinstance(params, dict):
+        return
+    if not all(isinstance(pair, tuple) and len(pair) == 2 for pair in params):
+        raise TypeError(f"graph: params names the leaves: pass a dict of name -> tensor, or the "
+                        f"model itself (loss.graph(model)); got a {type(params).__name__} of "
+                        f"{type(next(iter(params), None)).__name__}")
 
-def _check_max_pool2d(x, k):
-    if x.ndim != 4 or not k <= min(x.shape[2:]):
-        raise ShapeError(f"max_pool2d: input {x.shape} should be (batch, channels, height, width) "
-                         f"with each side at least kernel_size={k}")
+def _check_samples(X, y, caller):
+    """X and y: one target per sample, and at least one sample."""
+    if X.ndim == 0 or y.ndim == 0:
+        raise ShapeError(f"{caller}: X {X.shape} and y {y.shape} must have a sample per row; for "
+                         f"one sample, keep its batch axis: X[:1], y[:1]")
+    if len(X) == 0 or len(X) != len(y):
+        raise ShapeError(f"{caller}: X has {len(X)} samples and y {len(y)}: one target per sample")
+
 
 # ---- fit's watch: a run that fails stops, and says what it saw and the likely cause ----
 class DivergenceError(RuntimeError):
