@@ -571,8 +571,9 @@ def _named_attributes(module):
             yield name, value
 
 class Module:
-    """A layer or a model. Its parameters are the Parameters among its attributes (and in its lists)
-    and those of the Modules it holds, named as layers.0.weight. Calling it runs forward()."""
+    """A layer or a model. Its parameters are the Parameters among its attributes (and in its lists,
+    tuples and dicts) and those of the Modules it holds, named as layers.0.weight. Calling it runs
+    forward()."""
     training = True
 
     def __call__(self, *inputs):
@@ -1288,7 +1289,7 @@ def _check_broadcast_gradient(node, parent, grad):
     shape = np.shape(grad)
     pairs = zip(parent.shape[::-1], shape[::-1])  # aligned from the right, as numpy broadcasts
     fits = len(parent.shape) <= len(shape) and all(size in (1, out) for size, out in pairs)
-    if shape != node.shape or not fits:
+    if shape != parent.shape and (shape != node.shape or not fits):  # (a number: shape ())
         k = next(k for k, input_ in enumerate(node._parents) if input_ is parent)
         raise ShapeError(f"backward of {node.op}: input {k} has shape {parent.shape}, but its "
                          f"gradient came back with shape {shape}; it must have the input's "
