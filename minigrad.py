@@ -74,7 +74,8 @@ class Tensor:
             dtype = dtype or np.float32
         self.data = np.array(data, dtype=dtype) if copy else np.asarray(data, dtype=dtype)
         self.requires_grad = requires_grad
-        _check_can_require_grad(self)  # only floating tensors have gradients
+        if requires_grad:
+            _check_can_require_grad(self)  # only floating tensors have gradients
         self.grad = None
         # How it was computed: the op's name, its inputs, and the closure from g to their gradients.
         # A leaf (made by hand, or in no_grad) has none of them.
@@ -169,8 +170,10 @@ class Tensor:
                 node._accumulate(g, kept)
                 continue
             _check_unchanged(node)  # its inputs still hold the values it computed from
-            with _closure_errors_named(node):
+            try:
                 input_grads = node._backward(_read_only(g))  # other gradients may share g
+            except ValueError as error:  # such as numpy's "output array is read-only"
+                raise _closure_error(node, error)
             _check_closure_result(node, input_grads)  # one array, or None, per input
             for parent, parent_grad in zip(node._parents, input_grads):
                 if parent_grad is None or not parent.requires_grad:
@@ -577,8 +580,10 @@ class Module:
     training = True
 
     def __call__(self, *inputs):
-        with _shape_errors_named(self):  # a shape that does not fit names the layer too
+        try:
             output = self.forward(*inputs)
+        except ShapeError as error:  # a shape that does not fit: name the layer too
+            raise _named_by_layer(error, self)
         _check_forward_output(self, output)  # not None: a forward() that forgot its return
         return output
 
@@ -1253,21 +1258,17 @@ def _check_backward_start(tensor, grad):
 
 def _read_only(g):
     """A read-only view of g: a closure that changed g in place (g *= 2) would change the other
-    gradients that share its memory; numpy then refuses, and _closure_errors_named says why."""
+    gradients that share its memory; numpy then refuses, and _closure_error says why."""
     view = np.asarray(g).view()  # (asarray: numpy makes a sum of 0-d arrays a number)
     view.flags.writeable = False
     return view
 
-@contextlib.contextmanager
-def _closure_errors_named(node):
+def _closure_error(node, error):
     """numpy's "output array is read-only", from a closure, named: the op, the reason, the fix."""
-    try:
-        yield
-    except ValueError as error:
-        if "read-only" in str(error):
-            error.args = (f"backward of {node.op}: {error}: a closure must not change g in place "
-                          f"(g *= 2), other gradients may share it; compute a new array (g * 2)",)
-        raise
+    if "read-only" in str(error):
+        error.args = (f"backward of {node.op}: {error}: a closure must not change g in place "
+                      f"(g *= 2), other gradients may share it; compute a new array (g * 2)",)
+    return error
 
 def _check_closure_result(node, grads):
     """A closure returns a tuple (or list) of one array, or None, per input of its op."""
@@ -1442,16 +1443,12 @@ def _whole_number(op, name, value, least):
 
 
 # ---- modules, optimizers, data ----
-@contextlib.contextmanager
-def _shape_errors_named(module):
-    """A ShapeError in module's forward() names the module: the innermost layer, not outer ones."""
-    try:
-        yield
-    except ShapeError as error:
-        if not hasattr(error, "layer"):
-            error.layer = module
-            error.args = (f"{module}: {error}",)
-        raise
+def _named_by_layer(error, module):
+    """A ShapeError from module's forward() names the module: the innermost layer, not outer ones."""
+    if not hasattr(error, "layer"):
+        error.layer = module
+        error.args = (f"{module}: {error}",)
+    return error
 
 def _check_forward_output(module, output):
     if output is None:
