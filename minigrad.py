@@ -16,6 +16,7 @@ numbers with gradients(), which first checks it against finite differences (grad
 import collections
 import contextlib
 import copy
+import decimal
 import math
 import numbers
 import sys
@@ -162,14 +163,15 @@ class Tensor:
         grad = np.ones_like(self.data) if grad is None else np.array(_numpy(grad), self.dtype)
         grads = {self: grad}  # d(self)/d(tensor) for each tensor reached so far, summed over paths
         kept = set()  # the arrays that leaves keep as their .grad: no two leaves may share one
-        for node in self._graph_order():  # each tensor before its inputs: from self to the leaves
+        order = self._graph_order()  # each tensor before its inputs: from self to the leaves
+        _check_unchanged(order)  # the inputs of every op still hold the values it computed from
+        for node in order:
             g = grads.pop(node, None)
             if g is None:  # no gradient flows into it: a constant, such as the input images
                 continue
             if node._backward is None:  # a leaf: every path to it is done, its gradient complete
                 node._accumulate(g, kept)
                 continue
-            _check_unchanged(node)  # its inputs still hold the values it computed from
             try:
                 input_grads = node._backward(_read_only(g))  # other gradients may share g
             except ValueError as error:  # such as numpy's "output array is read-only"
@@ -206,10 +208,11 @@ class Tensor:
 
     def _accumulate(self, g, kept):
         """Add g to this leaf's .grad. A new array that no other leaf keeps, as the gradient of a
-        layer's weight is, becomes .grad itself, uncopied: copying costs a sixth of a small step."""
+        layer's weight is, becomes .grad itself, uncopied: copying costs a sixth of a small step.
+        It is never changed in place after: a closure may have returned an array it also keeps."""
         _check_can_require_grad(self)  # an integer leaf would round its gradient
-        if self.grad is not None:
-            self.grad += g  # gradients accumulate, as in PyTorch, until zero_grad()
+        if self.grad is not None:  # gradients accumulate, as in PyTorch, until zero_grad()
+            self.grad = np.add(self.grad, g, dtype=self.dtype)
         elif g.base is None and g.flags.writeable and g.dtype == self.dtype and id(g) not in kept:
             self.grad = g
             kept.add(id(g))
@@ -303,10 +306,10 @@ class Tensor:
     __rmul__ = __mul__
 
     def __rsub__(self, other):  # 2 - a
-        return _tensor(other, self.dtype) - self
+        return _tensor(other, self.dtype, "sub") - self
 
     def __rtruediv__(self, other):
-        return _tensor(other, self.dtype) / self
+        return _tensor(other, self.dtype, "div") / self
 
     def __neg__(self):
         """-a.  grad a = -g.
@@ -318,9 +321,7 @@ class Tensor:
         """a ** p, for a number p.  grad a = g p a^(p-1).
         >>> gradients(lambda a: a ** 2, [3., -1.])   # 2a
         [array([ 6., -2.], dtype=float32)]"""
-        if np.ndim(exponent) != 0 or isinstance(exponent, Tensor):
-            raise TypeError(f"pow: the exponent must be a number, not a {type(exponent).__name__}; "
-                            f"for a tensor b, a ** b is (b * a.log()).exp()")
+        _check_exponent(exponent)  # a number, not a tensor
         exponent = np.asarray(exponent).item()  # a Python number, which leaves float32 float32
         data = self.data ** exponent
         if exponent == 0:
@@ -347,7 +348,7 @@ class Tensor:
         return Tensor.from_op(data, (self, other), backward, "matmul")
 
     def __rmatmul__(self, other):
-        return _tensor(other, self.dtype) @ self
+        return _tensor(other, self.dtype, "matmul") @ self
 
     # ---- reductions: each element is one term of its sum, so g flows back to each unchanged ----
     def sum(self, axis=None, keepdims=False):
@@ -592,12 +593,14 @@ class Module:
                     if name != "training" and not isinstance(value, Tensor)]
         return f"{type(self).__name__}({', '.join(settings)})"
 
-    def named_modules(self, prefix=""):
-        """This module, then every module inside it, each with its name, such as "layers.0."."""
+    def named_modules(self, prefix="", seen=None):
+        """This module, then every module in it, each once, with its name, such as "layers.0."."""
+        seen = set() if seen is None else seen
+        seen.add(id(self))  # a module that holds its parent would otherwise be walked forever
         yield prefix, self
         for name, value in _named_attributes(self):
-            if isinstance(value, Module):
-                yield from value.named_modules(f"{prefix}{name}.")
+            if isinstance(value, Module) and id(value) not in seen:
+                yield from value.named_modules(f"{prefix}{name}.", seen)
 
     def named_parameters(self):
         """(name, parameter) pairs, each parameter once: a layer used twice is one set of weights,
@@ -709,9 +712,9 @@ class Optimizer:
     """What SGD and Adam share: the parameters, the learning rate lr, weight decay, and step()."""
 
     def __init__(self, params, lr, weight_decay):
-        _check_optimizer_args(self, params, lr)  # parameters (not the method), and lr > 0
         if isinstance(params, Module):  # SGD(model) works too
             params = params.parameters()
+        params = _checked_parameters(self, params, lr)  # a list of tensors, and a rate above 0
         self.params = list(dict.fromkeys(params))  # each once, even if listed twice
         self.lr = lr
         self.weight_decay = weight_decay
@@ -772,9 +775,11 @@ class Adam(Optimizer):
         w -= self.lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + self.eps)
 
 # ---- training: mini-batches, the training loop, evaluation ----
-def _dataset(X, y, caller="fit"):
-    """X and y as numpy arrays, from arrays, lists or Tensors (X with Tensor's rules of dtype)."""
-    X = Tensor(X, copy=False).data
+def _dataset(X, y, caller, model):
+    """X and y as numpy arrays, from arrays, lists or Tensors; X in the dtype of the model's weights
+    (float64 pixels, from X / 255.0, would make a float32 model compute in float64)."""
+    dtype = next((p.dtype for p in model.parameters()), None)
+    X = Tensor(X, dtype=dtype, copy=False).data
     y = _numpy(y)
     _check_samples(X, y, caller)
     return X, y
@@ -830,15 +835,18 @@ def evaluate(model, X, y, batch_size=1000, loss_fn=None):
     >>> evaluate(Sequential(), np.array([[5., 0.], [5., 0.]]), np.array([0, 1]))[1]   # 1 right of 2
     0.5"""
     loss_fn = loss_fn or cross_entropy
-    X, y = _dataset(X, y, "evaluate")
-    was_training = model.training
+    X, y = _dataset(X, y, "evaluate", model)
+    modes = [(module, module.training) for _, module in model.named_modules()]
     model.eval()
     tally = _Tally(y)
-    with no_grad():
-        for xb, yb in batches(X, y, batch_size, shuffle=False):
-            output = model(Tensor(xb, copy=False))
-            tally.add(output, yb, loss_fn(output, yb).item())
-    model.train(was_training)
+    try:
+        with no_grad():
+            for xb, yb in batches(X, y, batch_size, shuffle=False):
+                output = model(Tensor(xb, copy=False))
+                tally.add(output, yb, loss_fn(output, yb).item())
+    finally:  # each module back in its own mode, even after an error
+        for module, mode in modes:
+            module.training = mode
     return tally.means()
 
 def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_fn=None, rng=None,
@@ -854,7 +862,7 @@ def fit(model, optimizer, X, y, epochs=1, batch_size=64, validation=None, loss_f
     1.0"""
     loss_fn = loss_fn or cross_entropy
     rng = _rng if rng is None else np.random.default_rng(rng)
-    X, y = _dataset(X, y)
+    X, y = _dataset(X, y, "fit", model)
     batch_size = _whole_number("fit", "batch_size", batch_size, 1)
     watch = _Watch(model, optimizer, X, y, loss_fn, batch_size) if check else _Unwatched()
     steps = math.ceil(len(X) / batch_size)
@@ -1023,7 +1031,7 @@ class Dropout(Module):
     ("inverted" dropout): the expected value stays the same, so that in eval mode x passes as is."""
 
     def __init__(self, p=0.5):
-        if not 0 <= p < 1:
+        if not isinstance(p, numbers.Real) or not 0 <= p < 1:
             raise ValueError(f"Dropout: p, the probability of zeroing an element, must be in "
                              f"[0, 1); got {p}")
         self.p = p
@@ -1120,6 +1128,8 @@ def _format(self, spec):  # f"{loss:.3f}" formats the number; f"{t}" shows the t
 def _comparison(name, ufunc):
     """==, <, ... elementwise: a tensor of bools, which has no gradient."""
     def compare(self, other):
+        if other is None or isinstance(other, str):  # t == None is False, as in PyTorch
+            return NotImplemented
         other = _tensor(other, self.dtype, name)
         try:
             return Tensor(ufunc(self.data, other.data), dtype=bool, copy=False)
@@ -1157,14 +1167,17 @@ def _epoch_record(epoch, tally, start, model, validation, loss_fn):
 def _show_progress(epoch, epochs, step, steps, tally):
     """On a terminal, rewrite the progress line in place ("\r"), 50 times an epoch; in a log file
     or a notebook without one, nothing: fit prints a line per epoch."""
-    if (step % max(1, steps // 50) == 0 or step == steps) and sys.stdout.isatty():
+    if (step % max(1, steps // 50) == 0 or step == steps) and _on_a_terminal():
         loss = tally.loss / tally.samples
         print(f"\repoch {epoch}/{epochs} batch {step}/{steps} loss {loss:.4f}", end="", flush=True)
 
 def _show_record(record):
     shown = [f"{key} {value:.4f}" if type(value) is float else f"{key} {value}"
              for key, value in record.items()]
-    print("\r" * sys.stdout.isatty() + "  ".join(shown))
+    print("\r" * _on_a_terminal() + "  ".join(shown))
+
+def _on_a_terminal():  # not a log file, a pipe, or a notebook (whose stdout may have no isatty)
+    return getattr(sys.stdout, "isatty", lambda: False)()
 
 # ---- finding a learning rate ----
 def _endless(X, y, batch_size, rng):
@@ -1189,8 +1202,9 @@ def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=
     >>> len(rates) == len(losses), bool((model.weight.data == before).all())   # weights put back
     (True, True)"""
     loss_fn = loss_fn or cross_entropy
-    X, y = _dataset(X, y, "lr_find")
+    X, y = _dataset(X, y, "lr_find", model)
     _check_optimizer(model, optimizer, "lr_find")
+    _check_rate_range(start, end, steps)  # 0 < start < end, and 2 or more steps
     weights = model.state_dict()
     grads = [parameter.grad for parameter in model.parameters()]
     modes = [(module, module.training) for _, module in model.named_modules()]
@@ -1292,19 +1306,27 @@ def _check_broadcast_gradient(node, parent, grad):
     fits = len(parent.shape) <= len(shape) and all(size in (1, out) for size, out in pairs)
     if shape != parent.shape and (shape != node.shape or not fits):  # (a number: shape ())
         k = next(k for k, input_ in enumerate(node._parents) if input_ is parent)
+        hint = ""
+        if len(shape) < len(parent.shape):  # such as a sum's g, not spread back over its input
+            hint = "; spread a smaller g back over the input: np.broadcast_to(g, a.shape)"
         raise ShapeError(f"backward of {node.op}: input {k} has shape {parent.shape}, but its "
                          f"gradient came back with shape {shape}; it must have the input's "
-                         f"shape (or the output's, {node.shape}, if the input was broadcast)")
+                         f"shape (or the output's, {node.shape}, if the input was broadcast "
+                         f"to it){hint}")
 
-def _check_unchanged(node):
-    """node's inputs must not have been changed in place (by a step or load_state_dict) since node
-    was computed from them: their gradients would be those at the new values, silently wrong."""
-    for k, (parent, version) in enumerate(zip(node._parents, node._versions)):
-        if parent._version != version:
-            raise RuntimeError(f"backward of {node.op}: input {k} {parent.shape} was changed in "
-                               f"place (optimizer.step() or load_state_dict()) after the op used "
-                               f"it: compute the loss again after a step (forward, loss, "
-                               f"zero_grad(), backward(), step(), in this order)")
+def _check_unchanged(order):
+    """No op's inputs may have been changed in place (by a step or load_state_dict) since the op
+    used them: their gradients would be those at the new values, silently wrong. Checked for the
+    whole graph before any closure runs, so that no .grad is left half done."""
+    for node in order:
+        if node._backward is None or node._versions == [p._version for p in node._parents]:
+            continue
+        for k, (parent, version) in enumerate(zip(node._parents, node._versions)):
+            if parent._version != version:
+                raise RuntimeError(f"backward of {node.op}: input {k} {parent.shape} was changed "
+                                   f"in place (optimizer.step() or load_state_dict()) after the "
+                                   f"op used it: compute the loss again after a step (forward, "
+                                   f"loss, zero_grad(), backward(), step(), in this order)")
 
 
 # ---- a tensor's data: numbers, floating where gradients flow, one number where one is asked ----
@@ -1321,15 +1343,18 @@ def _check_numbers(data, op):
     if array.dtype.kind in "biuf":
         return
     if array.dtype.kind == "O":
-        bad = [(i, item) for i, item in np.ndenumerate(array) if not isinstance(item, numbers.Real)]
+        bad = [(i, item) for i, item in np.ndenumerate(array)
+               if not isinstance(item, (numbers.Real, decimal.Decimal))]
         if not bad:
             return  # numbers in an object array convert as usual
         index, item = bad[0]
     else:
         index, item = (), array.flat[0] if array.size else array
     where = f" (at index {index})" if index else ""
-    advice = "a tensor holds numbers only"
-    if item is None:
+    advice = "a tensor holds real numbers only"
+    if isinstance(item, Tensor):
+        advice = "for a list of one-number tensors, take their numbers: [t.item() for t in ...]"
+    elif item is None:
         advice = "is it a value never set, such as a bias left as None?"
     elif isinstance(item, (str, bytes)):
         item = str(item)
@@ -1444,7 +1469,7 @@ def _whole_number(op, name, value, least):
 
 # ---- modules, optimizers, data ----
 def _named_by_layer(error, module):
-    """A ShapeError from module's forward() names the module: the innermost layer, not outer ones."""
+    """A ShapeError from module's forward() names the module: the innermost layer, not the outer."""
     if not hasattr(error, "layer"):
         error.layer = module
         error.args = (f"{module}: {error}",)
@@ -1488,16 +1513,27 @@ def _check_linear_input(layer, x):
         raise ShapeError(f"linear: input {x.shape} should be (batch, {layer.in_features}), or "
                          f"(..., {layer.in_features}), for weight {layer.weight.shape}")
 
-def _check_optimizer_args(optimizer, params, lr):
+def _checked_parameters(optimizer, params, lr):
+    """params as a list, once it is known to hold tensors (not the method, a model in a list, named
+    pairs or PyTorch's parameter groups), at least one, and lr a number above 0."""
     name = type(optimizer).__name__
-    if callable(params) and not isinstance(params, Module):
+    if callable(params):
         raise TypeError(f"{name}: got the method; call it: model.parameters()")
-    if isinstance(params, Module):
-        params = params.parameters()
-    if isinstance(params, (list, tuple)) and not params:
+    params = list(params)
+    for item in params:
+        if not isinstance(item, Tensor):
+            hint = {Module: "a model: pass it alone, SGD(model, ...), or model.parameters()",
+                    tuple: "a (name, tensor) pair: pass model.parameters(), not named_parameters()",
+                    dict: "a parameter group, which minigrad does not have: pass one list of "
+                          "parameters per optimizer"}
+            kind = next((kind for kind in hint if isinstance(item, kind)), None)
+            raise TypeError(f"{name}: the parameters must be tensors; one is "
+                            f"{hint.get(kind, 'a ' + type(item).__name__)}")
+    if not params:
         raise ValueError(f"{name}: no parameters given; pass model.parameters()")
-    if not lr > 0:
-        raise ValueError(f"{name}: the learning rate must be positive: lr={lr}")
+    if not isinstance(lr, numbers.Real) or not lr > 0:
+        raise ValueError(f"{name}: the learning rate must be a number above 0: lr={lr!r}")
+    return params
 
 def _check_graph_names(params):
     """graph()'s names: a dict of name -> tensor, (name, tensor) pairs, or a model."""
@@ -1560,8 +1596,10 @@ def _check_optimizer(model, optimizer, where):
     if not set(map(id, optimizer.params)) & set(map(id, model.parameters())):
         raise ValueError(f"{where}: the optimizer holds none of the model's parameters, so no step "
                          f"changes the model: it was made for other parameters (running again the "
-                         f"line that makes the model makes new ones). Make the optimizer after the "
-                         f"model: {type(optimizer).__name__}(model.parameters(), ...)")
+                         f"line that makes the model makes new ones; so does copying or unpickling "
+                         f"the model and its optimizer one at a time). Make the optimizer after "
+                         f"the model: {type(optimizer).__name__}(model.parameters(), ...), or copy "
+                         f"both at once: copy.deepcopy((model, optimizer))")
 
 def _check_data(X, y):
     """Refuse what no training can use: NaN or infinite inputs or targets, identical inputs."""
@@ -1620,6 +1658,7 @@ class _Watch:
         self.huge_start = None  # the likely cause of outputs that started huge
         self.peak = (-math.inf, 0, 0)  # the largest loss so far, its epoch and its step
         self.value = None
+        self.over = 0  # steps in a row with the loss over 1000 times its scale
         self.steps = 0
         self.long = max(10000, 50 * self.epoch_steps)  # steps at guessing's: see the docstring
         self.recent = collections.deque(maxlen=200)  # the losses of the last 200 steps
@@ -1635,7 +1674,11 @@ class _Watch:
         if self.first is None:
             self._start(output, loss)
         scale = max(self.first, self.guessing or 0)  # so that a nearly perfect start is no scale
-        if math.isfinite(loss) and (scale <= 0 or loss <= 1000 * scale):
+        over = math.isfinite(loss) and scale > 0 and loss > 1000 * scale
+        self.over = self.over + 1 if over else 0
+        # Without a loss of guessing (a loss of your own), the scale is the first loss alone, which
+        # a well-trained model can make tiny: one hard batch is no explosion, three in a row are.
+        if math.isfinite(loss) and (not over or (self.guessing is None and self.over < 3)):
             if loss > self.peak[0]:
                 self.peak = (loss, epoch, step)
             return
@@ -1803,3 +1846,16 @@ class _Unwatched:
 
     def after_step(self, loss, epoch, step):
         pass
+
+def _check_exponent(exponent):
+    if np.ndim(exponent) != 0 or isinstance(exponent, Tensor) or not isinstance(
+            np.asarray(exponent).item(), numbers.Real):
+        raise TypeError(f"pow: the exponent must be a number, not {exponent!r:.40} (a "
+                        f"{type(exponent).__name__}); for a tensor b, a ** b is "
+                        f"(b * a.log()).exp()")
+
+def _check_rate_range(start, end, steps):
+    if not all(isinstance(rate, numbers.Real) for rate in (start, end)) or not 0 < start < end:
+        raise ValueError(f"lr_find: the rates rise from start to end, both above 0: "
+                         f"start={start!r}, end={end!r}")
+    _whole_number("lr_find", "steps", steps, 2)
