@@ -1220,8 +1220,7 @@ def lr_find(model, optimizer, X, y, start=1e-7, end=10.0, steps=300, batch_size=
         for step, (rate, (xb, yb)) in enumerate(zip(rates, _endless(X, y, batch_size, rng)), 1):
             optimizer.lr = rate
             loss = loss_fn(model(Tensor(xb, copy=False)), yb)
-            model.zero_grad()  # every parameter's, not only the optimizer's: backward would add to
-            optimizer.zero_grad()  # the arrays of those it does not hold, which are put back below
+            optimizer.zero_grad()  # others' .grad: replaced, not changed; put back below
             loss.backward()
             optimizer.step()
             average = 0.9 * average + 0.1 * loss.item()
