@@ -31,6 +31,61 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+# How many threads numpy's BLAS runs: read once, when numpy is first imported. OpenBLAS takes the first of
+# these that is set, MKL the last two, Apple's Accelerate the fifth; with none set, one thread per core.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS")
+
+
+def busy_cores(seconds=0.25):
+    """How many cores other programs keep busy now: from /proc/stat over a short wait (Linux), else the
+    load average of the last minute, else None (Windows)."""
+    def busy_and_all():
+        with open("/proc/stat") as file:
+            ticks = [int(n) for n in file.readline().split()[1:9]]
+        return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # all but idle and waiting for disks
+    try:
+        busy, everything = busy_and_all()
+        time.sleep(seconds)  # this process sleeps meanwhile: whatever is busy is someone else
+        busy_later, everything_later = busy_and_all()
+        return (busy_later - busy) / max(1, everything_later - everything) * (os.cpu_count() or 1)
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def blas_threads(others, cores):
+    """The BLAS threads to run beside programs that keep `others` of `cores` cores busy: one per free core,
+    at least one; None, numpy's own choice of one per core, when others leave the cores free.
+
+    A matrix product is split among the threads and waits for the last: a thread that shares its core
+    with another program holds up all of them, and OpenBLAS's waiting threads spin, taking time from the
+    one they wait for (2.5 to 12 times slower, measured: docs/performance.md).
+    >>> blas_threads(0.1, 2), blas_threads(1.0, 2), blas_threads(2.6, 2), blas_threads(2.0, 8)
+    (None, 1, 1, 6)"""
+    if others is None or others < 0.5 or cores == 1:
+        return None
+    return max(1, cores - round(others))
+
+
+def choose_blas_threads(environ):
+    """Unless the learner chose a BLAS thread count, choose one from what else runs on the machine and set
+    it in environ; return a line that says so, or None when numpy's default stays."""
+    if any(environ.get(name, "").strip() for name in THREAD_VARIABLES):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    others = busy_cores()
+    threads = blas_threads(others, cores)
+    if threads is None:
+        return None
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+        environ[name] = str(threads)
+    return (f"Other programs keep {others:.1f} of this machine's {cores} cores busy: numpy runs {threads} "
+            f"BLAS thread{'s' * (threads > 1)} beside them, which is faster (set OPENBLAS_NUM_THREADS to choose)")
+
+
+# Before numpy is imported, or the choice comes too late (the tests' conftest.py imports this module first)
+BLAS_CHOICE = None if "numpy" in sys.modules else choose_blas_threads(os.environ)
+
 import numpy as np
 
 from minigrad import (Adam, Conv2d, DivergenceError, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
@@ -483,7 +538,8 @@ def parse_args(argv):
     parser.add_argument("--seed", type=seed, default=0,
                         help="seed of the initial weights, dropout and batch order, 0 or more: the same seed gives "
                              "the same run on the same machine with the same number of BLAS threads "
-                             "(OPENBLAS_NUM_THREADS; another number adds up matrix products in another order) "
+                             "(another number adds up matrix products in another order; on a busy machine the demo "
+                             "runs fewer and says so: set OPENBLAS_NUM_THREADS to fix the number) "
                              "(default: 0)")
     parser.add_argument("--limit", type=positive(int), metavar="N",
                         help="train on the first N training images only, for a quick look (default: all)")
@@ -526,53 +582,11 @@ def parse_args(argv):
     return args
 
 
-# How many threads numpy's BLAS runs, read once, when numpy is imported: OpenBLAS takes the first of these that
-# is set (MKL reads the last two); with none set, both run one thread per core.
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def machine_load():
-    """(the load average over the last minute, or None where the system has none; the cores this process
-    may use)."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # Windows has no load average
-        load = None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return load, cores
-
-
-def busy_warning(load, cores, environ):
-    """A warning when other programs keep cores busy that numpy's BLAS threads will want, else None.
-
-    A matrix product is split among the threads and waits for the last one: a thread that has to share
-    its core with another program holds up all of them, and OpenBLAS's waiting threads spin, taking
-    CPU time from the one they wait for. Measured on 2 cores with other work on them (docs/performance.md):
-    an epoch took 2.5 to 9 times as long with 2 threads as with 1.
-    >>> busy_warning(0.3, 2, {}) is None, busy_warning(2.5, 2, {"OPENBLAS_NUM_THREADS": "1"}) is None
-    (True, True)"""
-    if load is None or load < 1:  # less than one core's worth of other work
-        return None
-    chosen = next((environ[name] for name in THREAD_VARIABLES if environ.get(name, "").strip()), None)
-    threads = int(chosen) if chosen and chosen.strip().isdigit() else cores
-    free = max(1, cores - int(load))  # a core counts as taken once others use all of it
-    if threads <= free:
-        return None
-    return (f"this machine is busy: its load average over the last minute is {load:.2f} on {cores} cores, and "
-            f"numpy's BLAS runs {threads} threads, which wait for each other and spin while a core is taken; "
-            f"that can make training several times slower (2.5 to 9 times, measured on 2 busy cores).\n"
-            f"  If it is slow, stop it (Ctrl-C) and run it with fewer threads: "
-            f"OPENBLAS_NUM_THREADS={free} python mnist_demo.py ...")
-
-
 def run(args):
     start = time.perf_counter()
     train_images, train_labels, test_images, test_labels = load_dataset(args.dataset, args.data_dir, args.mirror)
     available = len(train_images)
     train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
-    warning = busy_warning(*machine_load(), os.environ)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
     if args.graph:  # on a model of its own, so that training below starts exactly as without --graph
         manual_seed(args.seed)
         show_graph(make_model(args.model), train_images[:args.batch_size], train_labels[:args.batch_size])
@@ -628,4 +642,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    if BLAS_CHOICE:
+        print(BLAS_CHOICE)
     sys.exit(main())

@@ -3050,16 +3050,6 @@ def no_network(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
 
 
-MACHINE_LOAD = demo.machine_load  # the real one: quiet_machine replaces it during each test
-
-
-@pytest.fixture(autouse=True)
-def quiet_machine(monkeypatch):
-    """The demo's runs in these tests see an idle machine, whatever this one is doing: its warning about a
-    busy machine is tested on its own, below."""
-    monkeypatch.setattr(demo, "machine_load", lambda: (0.0, 2))
-
-
 def put(folder, files):
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
@@ -3720,52 +3710,40 @@ def test_plot_of_one_epoch_has_a_readable_axis_and_says_when_part_of_the_trainin
         assert ticks == [1] and low <= 0.5 and high >= 1.5
 
 
-# ---- a busy machine ----
+# ---- a busy machine: the demo chooses numpy's BLAS threads ----
 
-@pytest.mark.parametrize("load, cores, environ, advice", [
-    (0.5, 2, {}, None),                                     # idle: a little background work
-    (1.0, 2, {}, "OPENBLAS_NUM_THREADS=1"),                 # one of the 2 cores is taken
-    (3.5, 2, {}, "OPENBLAS_NUM_THREADS=1"),
-    (3.5, 2, {"OPENBLAS_NUM_THREADS": "1"}, None),          # the learner chose one thread already
-    (3.5, 2, {"OMP_NUM_THREADS": "1"}, None),
-    (3.5, 2, {"OPENBLAS_NUM_THREADS": "2"}, "OPENBLAS_NUM_THREADS=1"),
-    (3.5, 2, {"OPENBLAS_NUM_THREADS": "", "OMP_NUM_THREADS": "1"}, None),  # an empty variable counts as unset
-    (2.5, 8, {}, "OPENBLAS_NUM_THREADS=6"),                 # 2 of 8 cores taken: 6 threads still have a core each
-    (2.5, 8, {"OPENBLAS_NUM_THREADS": "4"}, None),
-    (5.0, 1, {}, None),                                     # one core: one thread, nothing to gain
-    (0.2, 2, {"OPENBLAS_NUM_THREADS": "8"}, None),          # more threads than cores, but nothing else runs
-    (None, 2, {}, None)])                                   # no load average (Windows)
-def test_the_busy_machine_warning_names_a_thread_count_that_leaves_the_busy_cores_alone(load, cores, environ, advice):
-    warning = demo.busy_warning(load, cores, environ)
-    if advice is None:
-        assert warning is None
-    else:
-        assert f"load average over the last minute is {load:.2f} on {cores} cores" in warning
-        assert warning.endswith(f"run it with fewer threads: {advice} python mnist_demo.py ...")
+@pytest.mark.parametrize("others, cores, threads", [
+    (0.1, 2, None),   # idle, or a little background work: numpy's default, a thread per core
+    (0.6, 2, 1),      # one of the 2 cores is mostly taken
+    (1.0, 2, 1),
+    (3.5, 2, 1),      # more work than cores: still one thread
+    (2.0, 8, 6),      # 2 of 8 cores taken: 6 threads still have a core each
+    (5.0, 1, None),   # one core: one thread anyway
+    (None, 2, None)])  # nothing to measure by (Windows)
+def test_blas_threads_are_one_per_core_that_others_leave_free(others, cores, threads):
+    assert demo.blas_threads(others, cores) == threads
 
 
-def test_the_demo_warns_before_training_on_a_busy_machine_and_still_trains(tmp_path, server, monkeypatch, capsys):
-    url, _ = server
-    for name in demo.THREAD_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(demo, "machine_load", lambda: (3.2, 2))
-    assert demo.main(["--data-dir", str(tmp_path / "elsewhere"), "--mirror", url + "/missing/"]) == 1
-    assert capsys.readouterr().err.startswith("error: ")  # no training, so no word about its speed
-
-    arguments = ["--data-dir", str(tmp_path), "--mirror", url + "/good/", "--epochs", "1", "--limit", "20"]
-    assert demo.main(arguments) == 0
-    captured = capsys.readouterr()
-    assert captured.err.startswith("warning: this machine is busy: its load average over the last minute is 3.20 on "
-                                   "2 cores, and numpy's BLAS runs 2 threads")
-    assert "Test accuracy" in captured.out
-
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    assert demo.main(arguments) == 0
-    assert capsys.readouterr().err == ""
+def test_the_demo_chooses_fewer_blas_threads_on_a_busy_machine_and_says_so(monkeypatch):
+    monkeypatch.setattr(demo, "busy_cores", lambda: 1.9)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    environ = {"OMP_NUM_THREADS": "  "}  # an empty variable counts as unset
+    message = demo.choose_blas_threads(environ)
+    assert environ["OPENBLAS_NUM_THREADS"] == environ["MKL_NUM_THREADS"] == "1"
+    assert message.startswith("Other programs keep 1.9 of this machine's 2 cores busy: numpy runs 1 BLAS thread ")
+    monkeypatch.setattr(demo, "busy_cores", lambda: 0.1)
+    environ = {}
+    assert demo.choose_blas_threads(environ) is None and environ == {}
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only: the cores this process may use")
-def test_the_machine_load_is_read_from_this_machine():
-    load, cores = MACHINE_LOAD()
-    assert cores == len(os.sched_getaffinity(0))
-    assert load == pytest.approx(os.getloadavg()[0], abs=0.5)  # it may move between the two readings
+@pytest.mark.parametrize("name", demo.THREAD_VARIABLES)
+def test_a_blas_thread_count_the_learner_set_is_kept(monkeypatch, name):
+    monkeypatch.setattr(demo, "busy_cores", lambda: 1.9)
+    environ = {name: "2"}
+    assert demo.choose_blas_threads(environ) is None and environ == {name: "2"}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="Linux: /proc/stat counts what the cores do")
+def test_the_busy_cores_are_measured_on_this_machine():
+    others = demo.busy_cores(seconds=0.05)
+    assert 0 <= others <= os.cpu_count() + 0.5
