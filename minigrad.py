@@ -51,8 +51,8 @@ def _tensor(x, dtype=None, op="Tensor"):
     if isinstance(x, Tensor):
         return x
     _check_numbers(x, op)
-    if dtype is not None and dtype.kind != "f":
-        dtype = None  # an integer tensor times 0.5 gives 0.5s, as in numpy, not 0s
+    if dtype is None or dtype.kind != "f":  # with an integer tensor, as numpy: i - 1 stays integer,
+        dtype = np.asarray(x).dtype          # i * 0.5 gives 0.5s, not 0s
     return Tensor(x, dtype=dtype, copy=False)
 
 def _numpy(x):
@@ -107,7 +107,8 @@ class Tensor:
         >>> Tensor.from_op(a.data ** 2, (a,), lambda g: (g * 2 * a.data,), "square")
         Tensor([9.], op=square)"""
         _check_from_op(parents, backward)  # a tuple of Tensors, and a function of g
-        out = Tensor(data, copy=False)  # an op's result is a new array already
+        data = np.asarray(data)  # integer results stay integers, as in numpy: they need no gradient
+        out = Tensor(data, dtype=data.dtype, copy=False)  # an op's result is a new array already
         if _grad_enabled and any(parent.requires_grad for parent in parents):
             out.requires_grad = True
             out.op = name or _closure_name(backward)
@@ -310,6 +311,41 @@ class Tensor:
 
     def __rtruediv__(self, other):
         return _tensor(other, self.dtype, "div") / self
+
+    def _in_place(self, other, ufunc, op):
+        """a -= b and the rest, as in PyTorch: in place on a's array where no gradient flows (inside
+        no_grad, the update of a weight); a tensor computed with gradients gets a new one, a = a - b.
+        >>> w = Tensor([1., 2.], requires_grad=True)
+        >>> with no_grad():
+        ...     w -= 0.5 * np.array([2., 2.])
+        >>> w
+        Tensor([0., 1.], requires_grad=True)"""
+        if _grad_enabled and self.requires_grad:
+            if self.op is None:
+                raise RuntimeError(f"{op}: {self!r:.40} requires grad and its change is not part of "
+                                   f"the graph: update it inside `with no_grad():`")
+            return getattr(Tensor, f"__{op}__")(self, other)
+        ufunc(self.data, _numpy(other), out=self.data)
+        self._version += 1  # graphs that used the old values are out of date
+        return self
+
+    def __iadd__(self, other):
+        return self._in_place(other, np.add, "add")
+
+    def __isub__(self, other):
+        return self._in_place(other, np.subtract, "sub")
+
+    def __imul__(self, other):
+        return self._in_place(other, np.multiply, "mul")
+
+    def __itruediv__(self, other):
+        return self._in_place(other, np.true_divide, "truediv")
+
+    def __array__(self, dtype=None, copy=None):  # np.array(t), as for a torch tensor on the CPU
+        return np.array(self.data, dtype=dtype, copy=copy)
+
+    def __len__(self):
+        return len(self.data)
 
     def __neg__(self):
         """-a.  grad a = -g.
@@ -785,16 +821,27 @@ def _dataset(X, y, caller, model):
     return X, y
 
 def batches(X, y, batch_size, shuffle=True, rng=None):
-    """(X, y) mini-batches of batch_size rows, in random order, one at a time; the last may be less.
+    """(X, y) mini-batches of batch_size rows, the last maybe smaller; like a DataLoader, it can be
+    looped over again and again, each pass in a new random order (unless shuffle=False).
     >>> [len(y) for X, y in batches(np.zeros((5, 2)), np.arange(5), batch_size=2)]
     [2, 2, 1]"""
     X, y = _numpy(X), _numpy(y)
     _check_samples(X, y, "batches")
     batch_size = _whole_number("batches", "batch_size", batch_size, 1)
-    rng = _rng if rng is None else np.random.default_rng(rng)
-    order = rng.permutation(len(X)) if shuffle else np.arange(len(X))
-    parts = [order[start:start + batch_size] for start in range(0, len(X), batch_size)]
-    return ((X[part], y[part]) for part in parts)  # made here, after the checks, which thus run now
+    return _Batches(X, y, batch_size, shuffle, _rng if rng is None else np.random.default_rng(rng))
+
+class _Batches:
+    def __init__(self, X, y, batch_size, shuffle, rng):
+        self.X, self.y, self.batch_size, self.shuffle, self.rng = X, y, batch_size, shuffle, rng
+
+    def __len__(self):  # batches a pass
+        return math.ceil(len(self.X) / self.batch_size)
+
+    def __iter__(self):
+        order = self.rng.permutation(len(self.X)) if self.shuffle else np.arange(len(self.X))
+        for start in range(0, len(order), self.batch_size):
+            part = order[start:start + self.batch_size]
+            yield self.X[part], self.y[part]
 
 def _is_classes(y):
     """Targets that are class indices: non-negative integers, one per sample. Decided once from all
@@ -1351,9 +1398,7 @@ def _check_numbers(data, op):
         index, item = (), array.flat[0] if array.size else array
     where = f" (at index {index})" if index else ""
     advice = "a tensor holds real numbers only"
-    if isinstance(item, Tensor):
-        advice = "for a list of one-number tensors, take their numbers: [t.item() for t in ...]"
-    elif item is None:
+    if item is None:
         advice = "is it a value never set, such as a bias left as None?"
     elif isinstance(item, (str, bytes)):
         item = str(item)

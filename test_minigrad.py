@@ -1819,7 +1819,7 @@ def test_numpy_integers_are_whole_numbers_for_layer_settings():
 def test_batches_take_lists_and_tensors_as_the_readme_says():
     X, y = signed((5, 2)).tolist(), [0, 1, 0, 1, 0]
     assert [len(yb) for _, yb in mg.batches(X, y, 2, shuffle=False)] == [2, 2, 1]
-    xb, yb = next(mg.batches(Tensor(X), Tensor(y), 4, shuffle=False))
+    xb, yb = next(iter(mg.batches(Tensor(X), Tensor(y), 4, shuffle=False)))
     assert isinstance(xb, np.ndarray) and xb.shape == (4, 2) and yb.tolist() == [0, 1, 0, 1]
 
 
@@ -2022,11 +2022,10 @@ def test_a_reductions_closure_that_forgets_to_spread_g_is_told_how():
         Tensor.from_op(a.data.sum(), (a,), lambda g: (g,), "my_sum").backward()
 
 
-def test_decimals_are_numbers_and_a_list_of_tensors_is_told_what_to_write():
+def test_decimals_are_numbers_and_a_list_of_tensors_is_a_tensor_of_their_numbers():
     import decimal
     assert Tensor([decimal.Decimal("1.5"), 2]).data.tolist() == [1.5, 2.0]
-    with pytest.raises(TypeError, match=re.escape("[t.item() for t in ...]")):
-        Tensor([Tensor(1.0), Tensor(2.0)])
+    assert Tensor([Tensor(1.0), Tensor(2.0)]).data.tolist() == [1.0, 2.0]  # as torch.tensor does
 
 
 def test_fit_prints_to_a_stdout_without_isatty():
@@ -3747,3 +3746,76 @@ def test_a_blas_thread_count_the_learner_set_is_kept(monkeypatch, name):
 def test_the_busy_cores_are_measured_on_this_machine():
     others = demo.busy_cores(seconds=0.05)
     assert 0 <= others <= os.cpu_count() + 0.5
+
+
+# ---- habits from PyTorch and numpy: each works as there, or says why not ----
+
+def test_an_in_place_update_inside_no_grad_changes_the_weight_itself():
+    # PyTorch's "Learning PyTorch with Examples": a polynomial fitted by hand-written gradient descent
+    x = np.linspace(-math.pi, math.pi, 200, dtype=np.float32)
+    y = np.sin(x)
+    a, b = Tensor(0.5, requires_grad=True), Tensor(-0.5, requires_grad=True)
+    losses = []
+    for _ in range(50):
+        loss = ((a + b * Tensor(x) - Tensor(y)) ** 2).mean()
+        losses.append(loss.item())
+        loss.backward()
+        with mg.no_grad():
+            a -= 0.1 * a.grad
+            b -= 0.1 * b.grad
+            a.grad = None
+            b.grad = None
+    assert losses[-1] < 0.5 * losses[0]
+    assert a.requires_grad and a.op is None  # still the leaf it was
+
+
+def test_in_place_ops_work_on_the_same_array_and_the_version_check_sees_them():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    array = w.data
+    loss = (w * w).sum()
+    with mg.no_grad():
+        w += 1
+        w *= 2
+        w /= 4
+        w -= np.array([0.5, 0.5])
+    assert w.data is array and w.data.tolist() == [0.5, 1.0]
+    with pytest.raises(RuntimeError):  # the graph used w's old values
+        loss.backward()
+
+
+def test_an_in_place_update_of_a_leaf_outside_no_grad_is_refused_naming_no_grad():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        w -= 0.1
+    assert w.data.tolist() == [1.0, 2.0]
+    h = w * 2
+    h += 1  # a tensor computed with gradients: a new one, h = h + 1, gradients flow
+    h.sum().backward()
+    assert w.grad.tolist() == [2.0, 2.0]
+
+
+def test_a_loader_from_batches_can_be_looped_over_each_epoch_in_a_new_order():
+    X, y = np.arange(20.0)[:, None], np.arange(20)
+    loader = mg.batches(X, y, 4, rng=0)  # d2l: data_iter made once, looped over each epoch
+    passes = [np.concatenate([yb for _, yb in loader]) for epoch in range(3)]
+    assert len(loader) == 5
+    assert all(sorted(p.tolist()) == list(range(20)) for p in passes)
+    assert passes[0].tolist() != passes[1].tolist()
+    in_order = mg.batches(X, y, 8, shuffle=False)
+    assert [yb.tolist() for _, yb in in_order] == [yb.tolist() for _, yb in in_order]
+
+
+def test_numpy_and_len_read_a_tensor_as_its_array():
+    t = Tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert np.array(t).dtype == np.float32 and np.array(t).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    assert len(t) == 2 and len(list(t)) == 2
+
+
+def test_ops_on_integer_tensors_keep_numpys_integer_results():
+    i = Tensor(np.array([16777217, 1]), dtype=np.int64)
+    assert i[0].item() == 16777217 and i[0].dtype == np.int64
+    assert (i + i).dtype == np.int64 and (i + i).data.tolist() == [33554434, 2]
+    assert (i - 1).dtype == np.int64 and (i * 2).dtype == np.int64
+    assert (i * 0.5).data.tolist() == [8388608.5, 0.5]  # as numpy: 0.5s, not 0s
+    assert (Tensor([1.0, 2.0]) - 1).dtype == np.float32  # floats stay in their dtype
