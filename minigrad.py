@@ -624,6 +624,10 @@ class Module:
         _check_forward_output(self, output)  # not None: a forward() that forgot its return
         return output
 
+    def __setattr__(self, name, value):
+        _check_parameter_kept(self, name, value)  # layer.weight = a Tensor would not be learned
+        object.__setattr__(self, name, value)
+
     def __repr__(self):  # its settings, as in PyTorch: Linear(in_features=784, out_features=10)
         settings = [f"{name}={value!r}" for name, value in vars(self).items()
                     if name != "training" and not isinstance(value, Tensor)]
@@ -1523,6 +1527,14 @@ def _check_forward_output(module, output):
     if output is None:
         raise TypeError(f"{type(module).__name__}.forward returned None: does it end with "
                         f"`return x`?")
+
+def _check_parameter_kept(module, name, value):
+    """A Parameter's place takes a Parameter (or None), as in PyTorch: not the result of an op."""
+    kept = isinstance(value, (Parameter, type(None)))
+    if isinstance(vars(module).get(name), Parameter) and not kept:
+        raise TypeError(f"cannot assign a {type(value).__name__} as parameter {name!r} of "
+                        f"{module}: it would no longer be learned; update it in place, "
+                        f"layer.{name}.data -= lr * layer.{name}.grad, or let an optimizer step")
 
 def _check_layers(layers):
     """Sequential's layers must be layers: made (ReLU(), not the class ReLU) and callable."""
