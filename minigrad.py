@@ -314,7 +314,7 @@ class Tensor:
 
     def _in_place(self, other, ufunc, op):
         """a -= b and the rest, as in PyTorch: in place on a's array where no gradient flows (inside
-        no_grad, the update of a weight); a tensor computed with gradients gets a new one, a = a - b.
+        no_grad, the update of a weight); a tensor computed with gradients gets a new one (a - b).
         >>> w = Tensor([1., 2.], requires_grad=True)
         >>> with no_grad():
         ...     w -= 0.5 * np.array([2., 2.])
@@ -322,7 +322,7 @@ class Tensor:
         Tensor([0., 1.], requires_grad=True)"""
         if _grad_enabled and self.requires_grad:
             if self.op is None:
-                raise RuntimeError(f"{op}: {self!r:.40} requires grad and its change is not part of "
+                raise RuntimeError(f"{op}: {self!r:.40} requires grad; its change is not part of "
                                    f"the graph: update it inside `with no_grad():`")
             return getattr(Tensor, f"__{op}__")(self, other)
         ufunc(self.data, _numpy(other), out=self.data)
