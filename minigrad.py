@@ -51,8 +51,8 @@ def _tensor(x, dtype=None, op="Tensor"):
     if isinstance(x, Tensor):
         return x
     _check_numbers(x, op)
-    if dtype is None or dtype.kind != "f":  # with an integer tensor, as numpy: i - 1 stays integer,
-        dtype = np.asarray(x).dtype          # i * 0.5 gives 0.5s, not 0s
+    if dtype is not None and dtype.kind != "f":  # beside an integer tensor, as in numpy: i - 1
+        dtype = np.asarray(x).dtype               # stays integer, i * 0.5 gives 0.5s, not 0s
     return Tensor(x, dtype=dtype, copy=False)
 
 def _numpy(x):
@@ -1533,8 +1533,8 @@ def _check_parameter_kept(module, name, value):
     kept = isinstance(value, (Parameter, type(None)))
     if isinstance(vars(module).get(name), Parameter) and not kept:
         raise TypeError(f"cannot assign a {type(value).__name__} as parameter {name!r} of "
-                        f"{module}: it would no longer be learned; update it in place, "
-                        f"layer.{name}.data -= lr * layer.{name}.grad, or let an optimizer step")
+                        f"{module}: it would no longer be learned; update it in place: "
+                        f"with no_grad(): layer.{name} -= lr * layer.{name}.grad")
 
 def _check_layers(layers):
     """Sequential's layers must be layers: made (ReLU(), not the class ReLU) and callable."""

@@ -3819,15 +3819,21 @@ def test_ops_on_integer_tensors_keep_numpys_integer_results():
     assert (i - 1).dtype == np.int64 and (i * 2).dtype == np.int64
     assert (i * 0.5).data.tolist() == [8388608.5, 0.5]  # as numpy: 0.5s, not 0s
     assert (Tensor([1.0, 2.0]) - 1).dtype == np.float32  # floats stay in their dtype
-# ---- habits from PyTorch: each works as in PyTorch, or fails at its line naming the minigrad way ----
+    assert mg.cross_entropy([[1, 2], [3, 1]], np.array([0, 1])).dtype == np.float32  # lists: float32
+
+
 def test_rebinding_a_weight_to_a_tensor_is_refused_naming_the_in_place_update():
     layer = mg.Linear(3, 2)
     layer(Tensor(np.ones((4, 3), np.float32))).sum().backward()
     weight = layer.weight
     with pytest.raises(TypeError, match=r"cannot assign a Tensor as parameter 'weight' of Linear\(in_features=3.*"
-                                        r"in place, layer.weight.data -= lr \* layer.weight.grad"):
+                                        r"with no_grad\(\): layer.weight -= lr \* layer.weight.grad"):
         layer.weight = layer.weight - 0.1 * layer.weight.grad
     assert layer.weight is weight and layer.parameters() == [layer.weight, layer.bias]
+    before = weight.data.copy()
+    with mg.no_grad():  # what the message says to write
+        layer.weight -= 0.1 * layer.weight.grad
+    assert layer.weight is weight and not np.array_equal(weight.data, before)
     layer.weight = mg.Parameter(np.zeros((2, 3), np.float32))  # a Parameter replaces one, as in PyTorch
     layer.bias = None  # and None removes one
     layer.scale = Tensor([2.0])  # a new attribute is any value
