@@ -342,7 +342,8 @@ class Tensor:
         return self._in_place(other, np.true_divide, "truediv")
 
     def __array__(self, dtype=None, copy=None):  # np.array(t), as for a torch tensor on the CPU
-        return np.array(self.data, dtype=dtype, copy=copy)
+        array = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return array.copy() if copy else array  # numpy 1.x has no copy=None of its own
 
     def __len__(self):
         return len(self.data)
