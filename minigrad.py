@@ -1576,6 +1576,9 @@ def _checked_parameters(optimizer, params, lr):
     name = type(optimizer).__name__
     if callable(params):
         raise TypeError(f"{name}: got the method; call it: model.parameters()")
+    if isinstance(params, Tensor):  # list() would make its rows, copies no step would reach
+        raise TypeError(f"{name}: params argument given to the optimizer should be an iterable of "
+                        f"Tensors, not one Tensor: pass a list, {name}([weight], lr=...)")
     params = list(params)
     for item in params:
         if not isinstance(item, Tensor):

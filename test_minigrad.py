@@ -3838,3 +3838,10 @@ def test_rebinding_a_weight_to_a_tensor_is_refused_naming_the_in_place_update():
     layer.bias = None  # and None removes one
     layer.scale = Tensor([2.0])  # a new attribute is any value
     assert layer.parameters() == [layer.weight]
+
+
+def test_an_optimizer_given_one_tensor_is_refused_naming_a_list():
+    weight = mg.Parameter(np.ones((3, 2), np.float32))
+    with pytest.raises(TypeError, match=r"an iterable of Tensors.*SGD\(\[weight\], lr=\.\.\.\)"):
+        mg.SGD(weight, lr=0.1)
+    assert mg.SGD([weight], lr=0.1).params == [weight]
