@@ -674,11 +674,12 @@ class Module:
         return {name: parameter.data.copy() for name, parameter in self.named_parameters()}
 
     def load_state_dict(self, state):
-        """Copy arrays into the parameters of the same names, once all names and shapes fit."""
+        """Copy arrays (or tensors: another model's parameters) into the parameters of the same
+        names, once all names, shapes and values fit."""
         parameters = dict(self.named_parameters())
-        _check_state(parameters, state)  # the same names and shapes: nothing half loaded
+        arrays = _checked_state(parameters, state)  # all converted first: nothing half loaded
         for name, parameter in parameters.items():
-            parameter.data[...] = state[name]  # in place, as PyTorch does
+            parameter.data[...] = arrays[name]  # in place, as PyTorch does
             parameter._version += 1
 
 def _uniform_parameter(shape, fan_in=None):
@@ -1556,14 +1557,18 @@ def _check_not_a_plain_leaf(module, name, value):
                         f"which would never be learned: only Parameters are. Write "
                         f"self.{name} = Parameter(...), or give it requires_grad=False")
 
-def _check_state(parameters, state):
+def _checked_state(parameters, state):
+    """state's arrays (a tensor's .data), of its parameters' dtypes, once names and shapes fit."""
     if parameters.keys() != state.keys():
         raise KeyError(f"load_state_dict: missing {sorted(parameters.keys() - state.keys())}, "
                        f"unexpected {sorted(state.keys() - parameters.keys())}")
+    arrays = {name: np.asarray(value.data if isinstance(value, Tensor) else value)
+              for name, value in state.items()}
     for name, parameter in parameters.items():
-        if np.shape(state[name]) != parameter.shape:
-            raise ShapeError(f"load_state_dict: {name} is {np.shape(state[name])}, the model's "
+        if arrays[name].shape != parameter.shape:
+            raise ShapeError(f"load_state_dict: {name} is {arrays[name].shape}, the model's "
                              f"{parameter.shape}")
+    return {name: arrays[name].astype(parameter.dtype) for name, parameter in parameters.items()}
 
 def _check_linear_input(layer, x):
     if x.ndim == 0 or x.shape[-1] != layer.in_features:

@@ -3845,3 +3845,15 @@ def test_an_optimizer_given_one_tensor_is_refused_naming_a_list():
     with pytest.raises(TypeError, match=r"an iterable of Tensors.*SGD\(\[weight\], lr=\.\.\.\)"):
         mg.SGD(weight, lr=0.1)
     assert mg.SGD([weight], lr=0.1).params == [weight]
+
+
+def test_load_state_dict_takes_another_models_parameters_and_loads_all_or_nothing():
+    mg.manual_seed(0)
+    a, b = mg.Linear(3, 2), mg.Linear(3, 2)
+    b.load_state_dict(dict(a.named_parameters()))
+    assert np.array_equal(b.weight.data, a.weight.data) and np.array_equal(b.bias.data, a.bias.data)
+    assert b.weight.data is not a.weight.data
+    before = b.state_dict()
+    with pytest.raises(ValueError):  # the bias is not a number: the weight is not loaded either
+        b.load_state_dict({"weight": np.zeros((2, 3)), "bias": np.array(["a", "b"])})
+    assert all(np.array_equal(b.state_dict()[name], before[name]) for name in before)
