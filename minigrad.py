@@ -616,6 +616,7 @@ class Module:
     tuples and dicts) and those of the Modules it holds, named as layers.0.weight. Calling it runs
     forward()."""
     training = True
+    _in_repr = set()  # the modules whose repr is being made: one met again is shown by its class
 
     def __call__(self, *inputs):
         try:
@@ -630,8 +631,14 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __repr__(self):  # its settings, as in PyTorch: Linear(in_features=784, out_features=10)
-        settings = [f"{name}={value!r}" for name, value in vars(self).items()
-                    if name != "training" and not isinstance(value, Tensor)]
+        if self in Module._in_repr:  # inside its own repr: a module that holds its parent
+            return f"{type(self).__name__}(...)"
+        Module._in_repr.add(self)
+        try:
+            settings = [f"{name}={value!r}" for name, value in vars(self).items()
+                        if name != "training" and not isinstance(value, Tensor)]
+        finally:
+            Module._in_repr.discard(self)
         return f"{type(self).__name__}({', '.join(settings)})"
 
     def named_modules(self, prefix="", seen=None):
@@ -1529,6 +1536,9 @@ def _check_forward_output(module, output):
     if output is None:
         raise TypeError(f"{type(module).__name__}.forward returned None: does it end with "
                         f"`return x`?")
+    if isinstance(output, np.ndarray):
+        raise TypeError(f"{type(module).__name__}.forward returned a numpy array: return a Tensor "
+                        f"(don't use .data inside forward(): no gradient flows through it)")
 
 def _check_parameter_kept(module, name, value):
     """A Parameter's place takes a Parameter (or None), as in PyTorch: not the result of an op."""

@@ -3857,3 +3857,23 @@ def test_load_state_dict_takes_another_models_parameters_and_loads_all_or_nothin
     with pytest.raises(ValueError):  # the bias is not a number: the weight is not loaded either
         b.load_state_dict({"weight": np.zeros((2, 3)), "bias": np.array(["a", "b"])})
     assert all(np.array_equal(b.state_dict()[name], before[name]) for name in before)
+
+
+def test_repr_of_a_module_that_holds_its_parent_ends():
+    class Net(mg.Module):
+        def __init__(self):
+            self.child = mg.Linear(2, 1)
+            self.child.parent = self
+
+        def forward(self, x):
+            return self.child(x)
+    text = repr(Net())
+    assert text.startswith("Net(child=Linear(") and "parent=Net" in text and len(text) < 200
+
+
+def test_a_forward_returning_data_is_refused_naming_the_module():
+    class Scale(mg.Module):
+        def forward(self, x):
+            return (x * 2).data
+    with pytest.raises(TypeError, match=r"Scale.forward returned a numpy array.*return a Tensor.*\.data"):
+        Scale()(Tensor([1.0, 2.0]))
