@@ -3,7 +3,6 @@
     python3 benchmarks/bench.py                  # S, W1 and W3: about a minute on 2 idle cores
     python3 benchmarks/bench.py W3 --blocks 100  # one workload, longer
     python3 benchmarks/bench.py --before DIR     # and the minigrad.py in DIR, in the same run
-    python3 benchmarks/bench.py --profile W3     # layer by layer, minigrad beside the reference
     python3 benchmarks/bench.py --blocks 1       # a smoke run of seconds: its ratios mean nothing
 
 Workloads, on Debian's Fashion-MNIST (else random images), float32, the same initial weights and
@@ -36,7 +35,7 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [HERE, REPO]  # numpy_reference.py beside this file, minigrad.py above it
 import minigrad  # noqa: E402
 import mnist_demo  # noqa: E402  (imported after numpy, it leaves the BLAS threads as they are)
-from numpy_reference import NumpyNet, softmax_cross_entropy  # noqa: E402
+from numpy_reference import NumpyNet  # noqa: E402
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 W1 = (("linear", 784, 128), ("relu",), ("linear", 128, 10))
@@ -137,7 +136,8 @@ def check_reference(name, nets, x, y, tolerance=1e-4):
             ref.step(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
             net.step(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
         theirs, ours = ref.state(), net.state()
-        errors.update({f"{key} after 3 steps": relative_error(ours[key], theirs[key]) for key in ours})
+        errors.update({f"{key} after 3 steps": relative_error(ours[key], theirs[key])
+                       for key in ours})
         worst = max(errors, key=errors.get)
         if not errors[worst] < tolerance:  # not `assert`: python -O must not skip it
             raise AssertionError(f"{name}: {label} and the numpy reference disagree: {worst}, "
@@ -194,61 +194,9 @@ def report(results):
             line = (f"{name:8} {label:16} {np.median(blocks[:, 0]) * 1e3:8.3f} "
                     f"{ratio:8.2f} ({low:.2f}-{high:.2f}) {np.median(blocks[:, 1]):12.0f}")
             if label != "numpy" and name in TARGETS:
-                line += f"   target <= {TARGETS[name]}: {'met' if ratio <= TARGETS[name] else 'MISSED'}"
+                verdict = "met" if ratio <= TARGETS[name] else "MISSED"
+                line += f"   target <= {TARGETS[name]}: {verdict}"
             print(line)
-
-def best_ms(repeats, run, prepare=lambda: None):
-    """The best of repeats timings of run(), in ms, each after prepare(), which is not timed."""
-    best = float("inf")
-    for _ in range(repeats):
-        prepare()
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
-
-def profile(name, x, y, repeats=50):
-    """Each layer's forward, and forward and backward, in minigrad and in the reference, best of
-    repeats, with output gradients of ones. minigrad's layer gets its input as a leaf of a graph
-    of its own, so that backward() from its output runs that layer's backward alone."""
-    layers, batch, lr = WORKLOADS[name][:3]
-    x, y = shaped_for(layers, x)[:batch], y[:batch]
-    net, ref = (make(layers, initial_weights(layers), lr) for make in (MinigradNet, NumpyNet))
-    rows = [("a training step", best_ms(repeats, lambda: net.step(x, y)), None,
-             best_ms(repeats, lambda: ref.step(x, y)), None)]
-    mine, theirs = x, x.transpose(0, 2, 3, 1) if layers[0][0] == "conv" else x
-    for i, (layer, twin) in enumerate(zip(net.layers + [minigrad.cross_entropy],
-                                          ref.layers + [softmax_cross_entropy])):
-        leaf = minigrad.Tensor(mine, requires_grad=i > 0)
-        g = 1.0 if twin is softmax_cross_entropy else np.ones_like(layer(leaf).data)
-
-        def fresh():  # no gradients yet, as in a real step
-            net.optimizer.zero_grad()
-            leaf.grad = None
-        if twin is softmax_cross_entropy:  # the reference's backward is fused into its forward
-            forward = best_ms(repeats, lambda: layer(leaf, y))
-            both = best_ms(repeats, lambda: layer(leaf, y).backward(), fresh)
-            their_forward = best_ms(repeats, lambda: twin(theirs.copy(), y))
-            their_both = None
-        else:
-            forward = best_ms(repeats, lambda: layer(leaf))
-            both = best_ms(repeats, lambda: layer(leaf).backward(g), fresh)
-            # the reference's ReLU works in place, which is idempotent: repeating it is fair
-            their_forward = best_ms(repeats, lambda: twin.forward(theirs))
-            their_both = best_ms(repeats, lambda: twin.backward(np.ones_like(twin.forward(theirs))))
-            mine, theirs = layer(leaf).data, twin.forward(theirs)
-        rows.append((f"{i} {getattr(layer, '__name__', type(layer).__name__)}", forward,
-                     both - forward, their_forward, their_both and their_both - their_forward))
-    net.loss_and_gradients(x, y)  # SGD skips a parameter without a gradient
-    rows.append(("SGD step", best_ms(repeats, net.optimizer.step), None,
-                 best_ms(repeats, ref.update), None))
-    parts = [sum(row[k] or 0 for row in rows[1:]) for k in range(1, 5)]
-    rows.append(("the rest (graph, zero_grad ...)", rows[0][1] - parts[0] - parts[1], None,
-                 rows[0][3] - parts[2] - parts[3], None))
-    print(f"\n{f'{name}, batch {batch}, best of {repeats}, ms':34}" + "".join(
-        f"{head:>9}" for head in ("mg fwd", "mg bwd", "np fwd", "np bwd")))
-    for label, *times in rows:
-        print(f"{label:34}" + "".join("         " if t is None else f"{t:9.3f}" for t in times))
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -258,7 +206,6 @@ def main():
                         "3 epochs of W1, 1 of W3, 12 blocks of each S)")
     parser.add_argument("--before", metavar="DIR", help="also time the minigrad.py in DIR, e.g. "
                         "a git worktree of an older commit")
-    parser.add_argument("--profile", metavar="WORKLOAD", help="time W1's or W3's layers instead")
     args = parser.parse_args()
     names = [n for w in args.workloads for n in WORKLOADS if n == w or n.startswith(w + " ")]
     if not names:
@@ -270,8 +217,6 @@ def main():
           f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, minigrad of commit {commit or '?'}")
     x, y, source = load_data()
     print(f"data: {source}")
-    if args.profile:
-        return profile(args.profile, x, y)
     nets = {"numpy": NumpyNet, "minigrad": MinigradNet}
     if args.before:
         before = import_minigrad(args.before)

@@ -1,31 +1,20 @@
 """Op-by-op agreement of minigrad with PyTorch: forward values and gradients, float32 and float64.
 
-    /tmp/torchv/bin/python benchmarks/compare_torch.py    # a few seconds; any Python with torch
-    MINIGRAD_DIR=/tmp/snap /tmp/torchv/bin/python benchmarks/compare_torch.py   # another minigrad.py
+    /tmp/torchv/bin/python benchmarks/compare_torch.py   # a few seconds; any Python with torch
+    MINIGRAD_DIR=/tmp/old /tmp/torchv/bin/python benchmarks/compare_torch.py  # /tmp/old/minigrad.py
 
-Each case runs the same computation on the same numbers in both frameworks and compares the result,
-then calls backward() in both with the same random output gradient (a .sum() would let errors cancel)
-and compares the gradient of every input; one compared array is one check. The groups:
-    elementwise  + - * / between tensors, numbers and numpy arrays, either side, broadcast; neg; **
-    matmul       2-D and batched, broadcast batch axes, numpy arrays on either side
-    reductions   sum, mean, max over axis None / int / negative / tuple, keepdims; ties in max
-    indexing     reshape, transpose (numpy's meaning, against torch.permute), .T, t[index]
-    functions    exp, log, relu (at 0), tanh, sigmoid, softmax, log_softmax, inputs up to 1e4
-    conv2d       stride 1 and 2, padding 0-2, 1 and 3 channels, bias or none, non-square images
-    max_pool2d   kernel 2 and 3, stride default, 1 and 2, ties
-    losses       cross_entropy (integer targets) and mse_loss
-    layers       Linear, Conv2d, MaxPool2d, Flatten, ReLU, Tanh, Sigmoid, Dropout (eval), Sequential:
-                 weights copied from minigrad's state_dict() and into its load_state_dict()
-    optimizers   SGD (momentum, weight_decay) and Adam: the weights after each of 10 steps
-    init         Linear's and Conv2d's default initialization, statistically, beside PyTorch's
-    end-to-end   a small MLP and CNN: three steps of cross_entropy, backward, SGD
-
-Tolerance: m agrees with PyTorch's t when |m - t| <= rtol |t| + atol T, T the largest |t| of the
-array or 1 (rounding errors of a sum scale with its terms, about as large as the inputs); rtol, atol
-1e-5, 1e-6 in float32, 1e-10 in float64. Shapes, dtypes, infinities and NaNs must be equal. The
-differences README.md's "minigrad and PyTorch" table calls intended (axis against dim, transpose
-against permute, layers.0.weight against 0.weight) are bridged on PyTorch's side. Prints a line per
-group and a total; exit status 1 if anything disagrees.
+A case is the code of a computation, run on the same numbers in both; then backward() with the
+same random output gradient (a .sum() would let errors cancel). The result and every gradient are
+a check each. Groups: elementwise (+ - * / with tensors, numbers, numpy arrays, broadcast; neg;
+**), matmul, reductions (sum, mean, max over every kind of axis, keepdims, ties), indexing
+(reshape, transpose, .T, x[index]), functions (exp, log, relu, tanh, sigmoid, softmax,
+log_softmax, inputs up to 1e4), conv2d (stride, padding, channels, bias), max_pool2d (kernels,
+strides, ties), losses (cross_entropy, mse_loss), layers (each layer and Sequential, weights copied
+both ways), optimizers (SGD, Adam: 10 steps), init (default initialization, statistically) and
+end-to-end (3 SGD steps of an MLP and a CNN). m agrees with PyTorch's t when |m - t| <= rtol |t| +
+atol T, T the largest |t| of the array or 1: rounding errors of a sum scale with its terms. What
+README.md's "minigrad and PyTorch" table calls intended (axis for dim, transpose for permute,
+layers.0.weight for 0.weight) is bridged. Exit status 1 if anything disagrees.
 """
 import contextlib
 import itertools
@@ -34,7 +23,7 @@ import sys
 import time
 import warnings
 
-if __name__ == "__main__":  # before numpy starts OpenBLAS: one thread, repeatable, kind to the machine
+if __name__ == "__main__":  # before numpy starts OpenBLAS: one thread, repeatable, kind to others
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import numpy as np
@@ -102,14 +91,14 @@ def to_torch(value, dtype):
     if not isinstance(value, (list, np.ndarray)):
         return value
     array = np.asarray(value)
-    return torch.as_tensor(array.astype({"f": dtype, "i": np.int64}.get(array.dtype.kind, array.dtype)))
+    kinds = {"f": dtype, "i": np.int64}  # floats in the case's dtype, integers int64 (as targets)
+    return torch.as_tensor(array.astype(kinds.get(array.dtype.kind, array.dtype)))
 
 def check(code, inputs, dtype, torch_code=None, constants=(), strict=False, models=None):
-    """Run code (by default torch_code too) in both frameworks, the names in inputs bound to tensors
-    of their arrays in dtype, those in constants to the values as they are (to_torch's for
-    PyTorch), F to minigrad or torch.nn.functional; compare the results, then after backward() with
-    the same random output gradient the gradient of every input, and of every parameter of models,
-    a (minigrad, PyTorch) pair bound to `model`. strict: finite numbers and no warnings."""
+    """Run code (torch_code in PyTorch, if given) with inputs' names bound to tensors of dtype,
+    constants' to their values (to_torch's in PyTorch), F to minigrad or torch.nn.functional and
+    model to models' minigrad or PyTorch network; compare the results and the gradients of the
+    inputs and of the models' parameters. strict: finite numbers, and no warnings, in minigrad."""
     constants = dict(constants)
     case = ", ".join([code] + [f"{k} {np.shape(v)}" for k, v in inputs.items()]
                      + [f"{k} {v.shape}" if isinstance(v, np.ndarray) and v.size > 12
@@ -149,8 +138,6 @@ def values(*shape, low=None):
         return RNG.standard_normal(shape)
     return RNG.uniform(low, 2, shape) * RNG.choice([-1, 1], shape)
 
-# ---- the ops, each case written as the code that runs in both ----
-
 SHAPE_PAIRS = [((), ()), ((), (3,)), ((3,), ()), ((4,), (4,)), ((3, 1), (1, 4)), ((2, 3, 4), (4,)),
                ((4,), (2, 3, 4)), ((1,), (2, 3)), ((2, 3), (1,)), ((2, 1, 4), (3, 1)),
                ((5, 1, 3), (1, 4, 1)), ((2, 3, 4), (2, 3, 4)), ((1, 1), (3,)),
@@ -179,7 +166,8 @@ def check_elementwise(dtype):
             check(f"{number!r} {symbol} x", x, dtype)
         # an array of the other dtype: minigrad computes in the tensor's dtype (the README's table:
         # float32 stays float32), PyTorch in the wider one; so PyTorch gets it in x's dtype
-        other = {"c": np.array(values(3, low=low), np.float64 if dtype == np.float32 else np.float32)}
+        wider = np.float64 if dtype == np.float32 else np.float32
+        other = {"c": np.array(values(3, low=low), wider)}
         check(f"x {symbol} c", {"x": values(3, low=low)}, dtype, constants=other)
         check(f"c {symbol} x", {"x": values(3, low=low)}, dtype, constants=other)
     for code in PATHS:
@@ -269,7 +257,7 @@ def check_functions(dtype):
             x, strict = {"x": with_extremes(shape, magnitude)}, magnitude > 10
             check("x.tanh()", x, dtype, strict=strict)
             check("x.sigmoid()", x, dtype, strict=strict)
-            for name in ("softmax", "log_softmax"):  # minigrad's default axis is -1; PyTorch has none
+            for name in ("softmax", "log_softmax"):  # minigrad's default axis is -1, PyTorch's none
                 check(f"x.{name}()", x, dtype, f"x.{name}(-1)", strict=strict)
                 for axis in list(range(len(shape))) + [-1]:
                     check(f"x.{name}({axis})", x, dtype, strict=strict)
@@ -285,7 +273,8 @@ def check_conv2d(dtype):
         code = f"F.conv2d(x, w{', b' * bias}, stride={stride}, padding={padding})"
         check(code, inputs, dtype)
         if kernel == 3 and padding == 1:  # images that need no gradient: only the weights get one
-            check(code, inputs, dtype, constants={"x": np.array(inputs.pop("x"), dtype)})
+            constant = {"x": np.array(inputs.pop("x"), dtype)}
+            check(code, inputs, dtype, constants=constant)
 
 def check_max_pool2d(dtype):
     """On ties PyTorch gives the gradient to the first maximum of each window (row-major order):
@@ -306,9 +295,9 @@ def check_losses(dtype):
     for shape in [(5,), (3, 4), (2, 3, 4), (4, 1)]:
         prediction, target = values(*shape), values(*shape)
         check("F.mse_loss(p, t)", {"p": prediction, "t": target}, dtype)
-        check("F.mse_loss(p, t)", {"p": prediction}, dtype, constants={"t": np.array(target, dtype)})
+        constant = {"t": np.array(target, dtype)}
+        check("F.mse_loss(p, t)", {"p": prediction}, dtype, constants=constant)
 
-# ---- layers, optimizers, initialization, training ----
 # minigrad and torch.nn share layer names and arguments, and so do minigrad and torch.optim: each
 # network or optimizer below is the code that builds it, run with nn (optim) as either framework.
 
@@ -316,8 +305,9 @@ MLP = "nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))"
 CNN = ("nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), "
        "nn.Linear(4 * 4 * 4, 5))")
 MODELS = [  # (code, input shape)
-    ("nn.Linear(6, 4)", (3, 6)), ("nn.Linear(6, 4, bias=False)", (3, 6)), ("nn.Linear(1, 1)", (1, 1)),
-    ("nn.Linear(6, 4)", (2, 3, 6)), ("nn.Linear(6, 4)", (6,)), ("nn.Conv2d(2, 3, 3)", (2, 2, 5, 6)),
+    ("nn.Linear(6, 4)", (3, 6)), ("nn.Linear(6, 4, bias=False)", (3, 6)),
+    ("nn.Linear(1, 1)", (1, 1)), ("nn.Linear(6, 4)", (2, 3, 6)), ("nn.Linear(6, 4)", (6,)),
+    ("nn.Conv2d(2, 3, 3)", (2, 2, 5, 6)),
     ("nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False)", (2, 2, 7, 5)),
     ("nn.Conv2d(1, 2, 2, padding=2)", (1, 1, 4, 4)), ("nn.MaxPool2d(2)", (2, 3, 4, 6)),
     ("nn.MaxPool2d(3, stride=1)", (1, 2, 5, 5)), ("nn.Flatten()", (2, 3, 2, 2)),
@@ -327,7 +317,7 @@ MODELS = [  # (code, input shape)
     ("nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Dropout(0.2), nn.Linear(5, 4, bias=False), "
      "nn.Sigmoid())", (4, 6)),
     ("nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), nn.Linear(4, 2))", (3, 4)),
-    # the sizes of the demo's and the benchmark's networks: long sums, where float32 rounding adds up
+    # the sizes of the demo's and the benchmark's networks: long sums, where float32 rounding grows
     ("nn.Linear(784, 128)", (16, 784)), ("nn.Conv2d(16, 32, 5)", (4, 16, 12, 12)),
     ("nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(3, stride=1), nn.Tanh(), "
      "nn.Conv2d(4, 2, 2, stride=2), nn.Flatten(), nn.Linear(2 * 2 * 2, 3))", (2, 3, 8, 8)),
@@ -341,7 +331,7 @@ INIT_LAYERS = {"nn.Linear(784, 128)": 784, "nn.Linear(10, 5000)": 10,  # code: f
                "nn.Conv2d(3, 64, 5)": 75, "nn.Conv2d(16, 128, 3)": 144}
 
 def torch_name(name):
-    """PyTorch's name for a minigrad parameter: a Sequential numbers its layers without "layers."."""
+    """PyTorch's name for a minigrad parameter: its Sequential numbers layers without "layers."."""
     return name.replace("layers.", "")
 
 def twin_models(code, dtype, weights_from="minigrad"):
@@ -352,18 +342,17 @@ def twin_models(code, dtype, weights_from="minigrad"):
         for parameter in ours.parameters():
             parameter.data = parameter.data.astype(np.float64)
     if weights_from == "minigrad":
-        theirs.load_state_dict({torch_name(k): torch.tensor(v) for k, v in ours.state_dict().items()})
+        state = ours.state_dict()
+        theirs.load_state_dict({torch_name(k): torch.tensor(v) for k, v in state.items()})
     else:
         their_state = theirs.state_dict()
         ours.load_state_dict({k: their_state[torch_name(k)].numpy() for k in ours.state_dict()})
     return ours, theirs
 
-def compare_weights(case, when, ours, theirs, gradients=False):
-    """Every weight (or its gradient) of minigrad's model against PyTorch's."""
-    their_state = dict(theirs.named_parameters()) if gradients else theirs.state_dict()
-    for name, weights in (ours.named_parameters() if gradients else ours.state_dict().items()):
-        checks.compare(case, f"{name} {when}", weights.grad if gradients else weights,
-                       their_state[torch_name(name)].grad if gradients else their_state[torch_name(name)])
+def compare_weights(case, when, ours, theirs):
+    their_state = theirs.state_dict()
+    for name, weights in ours.state_dict().items():
+        checks.compare(case, f"{name} {when}", weights, their_state[torch_name(name)])
 
 def check_layers(dtype):
     for (code, shape), source in itertools.product(MODELS, ["minigrad", "PyTorch"]):
@@ -382,7 +371,8 @@ def check_optimizers(dtype):
     gradient at step 4: both frameworks then leave it alone, its momentum and step count too."""
     for code in OPTIMIZERS:
         case = f"{code}, {np.dtype(dtype).name}"
-        ours, theirs = twin_models("nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 3, bias=False))", dtype)
+        ours, theirs = twin_models("nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 3, bias=False))",
+                                   dtype)
         optimizers = [eval(code, {"optim": mg, "params": ours.parameters()}),
                       eval(code, {"optim": torch.optim, "params": theirs.parameters()})]
         parameters = list(zip(ours.parameters(), theirs.parameters()))
@@ -398,29 +388,26 @@ def check_optimizers(dtype):
             compare_weights(case, f"after step {step}", ours, theirs)
 
 def check_init(dtype):
-    """Random, so checked statistically in both frameworks against uniform(-b, b), b = 1/sqrt(fan_in),
-    float32 only (both draw float32). The largest of n draws falls short of b by b/n on average, by
-    10 b/n once in e^10; the standard error of the mean is b/sqrt(3 n), of the standard deviation
-    (b/sqrt(3)) b/sqrt(15 n), of the share within +-b/2 (a half) 0.5/sqrt(n): 5 are allowed."""
-    if dtype != np.float32:
-        return
+    """Statistically, in both, against uniform(-b, b), b = 1/sqrt(fan_in), float32 (both draw it):
+    the largest of n draws falls short of b by b/n on average, by 10 b/n once in e^10; standard
+    errors: of the mean b/sqrt(3 n), of the std b/sqrt(15 n), of the share within b/2 0.5/sqrt(n).
+    """
     mg.manual_seed(0)
     torch.manual_seed(0)
-    for code, fan_in in INIT_LAYERS.items():
+    for code, fan_in in INIT_LAYERS.items() if dtype == np.float32 else ():
         b, ours, theirs = 1 / np.sqrt(fan_in), eval(code, {"nn": mg}), eval(code, {"nn": torch.nn})
         for key, model in itertools.product(ours.state_dict(), [ours, theirs]):
             w = np.asarray(model.state_dict()[key])
-            n, largest = w.size, np.abs(w).max()
-            case = f"{code} {key} ({n} numbers), {'minigrad' if model is ours else 'PyTorch'}"
-            found = f"max |w| {largest:.6g}, b {b:.6g}, mean {w.mean():.3g}, std {w.std():.6g}"
-            for what, ok in [("dtype float32", w.dtype == np.float32),
-                             ("within +-b", largest <= b * (1 + 1e-6)),
-                             ("reaches b", largest >= b * (1 - 10 / n)),
+            n, top, inner = w.size, np.abs(w).max(), np.mean(np.abs(w) <= b / 2)
+            case = f"{code} {key}, {'minigrad' if model is ours else 'PyTorch'}"
+            for what, ok in [("float32", w.dtype == np.float32),
+                             ("within b", top <= b * (1 + 1e-6)),
+                             ("reaches b", top >= b * (1 - 10 / n)),
                              ("mean", abs(w.mean()) <= 5 * b / np.sqrt(3 * n)),
-                             ("spread", abs(w.std() - b / np.sqrt(3)) <= 5 * b / np.sqrt(15 * n)),
-                             ("half within +-b/2",
-                              abs(np.mean(np.abs(w) <= b / 2) - 0.5) <= 5 * 0.5 / np.sqrt(n))]:
-                checks.expect(case, what, ok, found)
+                             ("std", abs(w.std() - b / np.sqrt(3)) <= 5 * b / np.sqrt(15 * n)),
+                             ("half within b/2", abs(inner - 0.5) <= 5 * 0.5 / np.sqrt(n))]:
+                checks.expect(case, what, ok, f"max {top:.6g}, b {b:.6g}, mean {w.mean():.3g}, "
+                              f"std {w.std():.6g}, within b/2 {inner:.4f}")
 
 def check_end_to_end(dtype):
     """Three steps of a small MLP and CNN: forward, cross_entropy, backward, SGD with momentum; the
@@ -439,7 +426,10 @@ def check_end_to_end(dtype):
                 each_loss.backward()
                 each_optimizer.step()
             checks.compare(case, f"loss at step {step}", loss.data, their_loss)
-            compare_weights(case, f"gradient at step {step}", ours, theirs, gradients=True)
+            their_parameters = dict(theirs.named_parameters())
+            for key, parameter in ours.named_parameters():
+                checks.compare(case, f"{key}'s gradient at step {step}", parameter.grad,
+                               their_parameters[torch_name(key)].grad)
             compare_weights(case, f"after step {step}", ours, theirs)
 
 GROUPS = {"elementwise": check_elementwise, "matmul": check_matmul, "reductions": check_reductions,
@@ -467,7 +457,7 @@ def main():
             try:
                 group(dtype)
             except Exception as error:  # a crash (an API change?) stops its group, not the run
-                checks.expect(name, "stopped by an error", False, f"{type(error).__name__}: {error}")
+                checks.expect(name, "stopped", False, f"{type(error).__name__}: {error}")
         checks.end_group(name)
     print(f"{checks.total} checks, {checks.failed} disagree ({time.perf_counter() - start:.0f} s)")
     return 1 if checks.failed else 0

@@ -1,12 +1,7 @@
-"""The numpy reference of bench.py: a hand-written network with no graph.
-
-Each layer has an explicit forward and backward, done as well as numpy allows; SGD with momentum
-updates in place, in buffers allocated once. bench.py checks, before it times anything, that this
-network computes the same loss, gradients and SGD steps as minigrad at the same weights.
-
-Activations are channels-last (N, H, W, C) inside: a convolution's matrix product then gives its
-output in that layout, with no transposes. The weights are held in the matching layouts and turned
-back into PyTorch's (torch_layout) only to compare them. Not collected by pytest.
+"""bench.py's numpy reference: a network with no graph, each layer's forward and backward written
+out as well as numpy allows, SGD with momentum in place in buffers allocated once. Activations are
+channels-last (N, H, W, C) inside, so that a convolution's matrix product gives its output in that
+layout; torch_layout turns weights back into PyTorch's layouts, to compare them with minigrad's.
 """
 import functools
 
@@ -43,7 +38,7 @@ def ones(n):
     return np.ones(n, np.float32)
 
 class RefConv:
-    """Stride 1, no padding: all the workloads need. im2col with a strided view, col2im by offsets."""
+    """Stride 1, no padding, as the workloads need: im2col by a strided view, col2im by offsets."""
 
     def __init__(self, weight, bias):
         out_channels, channels, self.k, _ = weight.shape
