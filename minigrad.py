@@ -733,8 +733,9 @@ class _MoreTensorMethods:
         """The same numbers in another shape (-1: inferred).  grad a = g, reshaped back.
         >>> gradients(lambda a: a.reshape(2, 2) * [[10., 20.], [30., 40.]], [1., 2., 3., 4.])
         [array([10., 20., 30., 40.], dtype=float32)]"""
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         try:
-            data = self.data.reshape(*shape)
+            data = self.data.reshape(shape)
         except ValueError:
             raise ShapeError(f"reshape: cannot reshape {self.shape} into {shape}") from None
         original = self.shape
